@@ -1,0 +1,826 @@
+using Microsoft.Extensions.Logging;
+using VhostCompat.Interop;
+using VhostCompat.Memory;
+using VhostCompat.Protocol;
+using VhostCompat.Virtio;
+
+namespace VhostCompat.Backend;
+
+/// <summary>
+/// The backend side of one vhost-user connection: validates every front-end request (syntax in
+/// <see cref="PayloadRules"/>, state and limits here), applies it, and answers.
+/// Outcome policy (pinned by the integration tests):
+/// <list type="bullet">
+/// <item>framing violations (size above 4 KiB, bad version bits, truncated or stalled message, lost fds) close the connection;</item>
+/// <item>a refused request with NEED_REPLY gets a u64 ack of 1 (GET_CONFIG: an empty payload) and the connection stays up;</item>
+/// <item>a refused request without NEED_REPLY closes the connection, since the frontend would otherwise believe it applied;</item>
+/// <item>every fd attached to a message and not kept is closed.</item>
+/// </list>
+/// </summary>
+internal sealed class BackendSession
+{
+    /// <summary>Protocol features the SDK can serve when the device asks for them.</summary>
+    internal const VhostUserProtocolFeatures DeviceSelectable =
+        VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu;
+
+    private readonly VhostUserDevice _device;
+    private readonly VhostUserBackendOptions _options;
+    private readonly ILogger _logger;
+    private readonly Vring[] _rings;
+    private readonly ulong _offeredFeatures;
+    private readonly ulong _offeredProtocol;
+    private ulong _ackedFeatures;
+    private bool _featuresSet;
+    private ulong _ackedProtocol;
+    private bool _protocolNegotiated;
+    private byte _status;
+    private GuestMemoryTable _memory = GuestMemoryTable.Empty;
+    private FileDescriptor? _backendChannel;
+
+    public BackendSession(VhostUserDevice device, VhostUserBackendOptions options, ILogger logger)
+    {
+        _device = device;
+        _options = options;
+        _logger = logger;
+        int queues = device.QueueCount;
+        if (queues is < 1 or > 255)
+        {
+            throw new ArgumentException($"device QueueCount {queues} outside 1..255");
+        }
+
+        _rings = new Vring[queues];
+        for (int i = 0; i < queues; i++)
+        {
+            _rings[i] = new Vring(i);
+        }
+
+        _offeredFeatures = OfferedFeatures(device);
+        _offeredProtocol = (ulong)OfferedProtocolFeatures(device, options);
+    }
+
+    internal static ulong OfferedFeatures(VhostUserDevice device) =>
+        (device.DeviceFeatures & ~(VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures)) | VirtioFeatureBits.ProtocolFeatures;
+
+    internal static VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserDevice device, VhostUserBackendOptions options)
+    {
+        var p = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status
+            | VhostUserProtocolFeatures.ResetDevice | (device.ProtocolFeatures & DeviceSelectable);
+        if (options.OfferMemorySlots)
+        {
+            p |= VhostUserProtocolFeatures.ConfigureMemSlots;
+        }
+
+        return p;
+    }
+
+    public ulong AckedFeatures => _ackedFeatures;
+
+    public ulong AckedProtocolFeatures => _ackedProtocol;
+
+    public DeviceStatus Status => (DeviceStatus)_status;
+
+    internal GuestMemoryTable Memory => _memory;
+
+    internal IReadOnlyList<Vring> Rings => _rings;
+
+    /// <summary>Runs the message loop until the frontend disconnects, a framing error occurs, a refused request forces a close, or cancellation.</summary>
+    public async Task<string> RunAsync(VhostUserConnection connection, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (true)
+            {
+                VhostUserMessage? message;
+                try
+                {
+                    message = await connection.ReceiveAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (VhostUserFramingException ex)
+                {
+                    Log.ClosingOnError(_logger, ex.Message);
+                    return ex.Message;
+                }
+
+                if (message is null)
+                {
+                    return "frontend closed the connection";
+                }
+
+                using (message)
+                {
+                    string? closeReason = Process(message, connection);
+                    if (closeReason is not null)
+                    {
+                        return closeReason;
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return "backend stopping";
+        }
+        catch (IOException ex)
+        {
+            Log.ClosingOnError(_logger, ex.Message);
+            return ex.Message;
+        }
+        finally
+        {
+            Teardown();
+        }
+    }
+
+    /// <summary>Handles one message and sends its reply. Returns a reason when the connection must close.</summary>
+    internal string? Process(VhostUserMessage message, VhostUserConnection connection)
+    {
+        MessageHeader h = message.Header;
+        string name = RequestNames.Name(h.Request);
+        Log.Request(_logger, name, h.Flags, h.Size, message.FdCount);
+        if (message.FdsTruncated)
+        {
+            string reason = $"{name}: file descriptors were truncated (MSG_CTRUNC)";
+            Log.ClosingOnError(_logger, reason);
+            return reason;
+        }
+
+        Outcome outcome = Handle(message);
+        var request = (FrontendRequest)h.Request;
+        switch (outcome.Kind)
+        {
+            case OutcomeKind.Reply:
+                connection.Send(h.Request, MessageHeader.ReplyFlags, outcome.Payload);
+                return null;
+            case OutcomeKind.Ack:
+                if (h.NeedReply)
+                {
+                    connection.Send(h.Request, MessageHeader.ReplyFlags, U64Payload.Encode(0));
+                }
+
+                return null;
+            default:
+                Log.Refused(_logger, name, outcome.Reason);
+                if (request == FrontendRequest.GetConfig && (h.Flags & ~(MessageHeader.VersionMask | MessageHeader.NeedReplyFlag)) == 0)
+                {
+                    // A failed GET_CONFIG is answered with an empty payload (QEMU checks the size).
+                    connection.Send(h.Request, MessageHeader.ReplyFlags, ReadOnlySpan<byte>.Empty);
+                    return null;
+                }
+
+                if (h.NeedReply)
+                {
+                    connection.Send(h.Request, MessageHeader.ReplyFlags, U64Payload.Encode(1));
+                    return null;
+                }
+
+                string close = $"{name} refused without NEED_REPLY: {outcome.Reason}";
+                Log.ClosingOnError(_logger, close);
+                return close;
+        }
+    }
+
+    internal enum OutcomeKind
+    {
+        Ack,
+        Reply,
+        Reject,
+    }
+
+    internal readonly record struct Outcome(OutcomeKind Kind, byte[] Payload, string Reason)
+    {
+        public static readonly Outcome Ok = new(OutcomeKind.Ack, [], string.Empty);
+
+        public static Outcome Reply(byte[] payload) => new(OutcomeKind.Reply, payload, string.Empty);
+
+        public static Outcome Reject(string reason) => new(OutcomeKind.Reject, [], reason);
+    }
+
+    /// <summary>Validates and applies one request; does not send anything.</summary>
+    internal Outcome Handle(VhostUserMessage message)
+    {
+        MessageHeader h = message.Header;
+        if (h.IsReply)
+        {
+            return Outcome.Reject("reply flag set on a request");
+        }
+
+        if ((h.Flags & MessageHeader.ReservedMask) != 0)
+        {
+            return Outcome.Reject($"reserved flag bits set (flags 0x{h.Flags:x})");
+        }
+
+        string? syntax = PayloadRules.Validate(h.Request, message.Payload, message.FdCount);
+        if (syntax is not null)
+        {
+            return Outcome.Reject(syntax);
+        }
+
+        ReadOnlySpan<byte> p = message.Payload;
+        switch ((FrontendRequest)h.Request)
+        {
+            case FrontendRequest.GetFeatures:
+                return Outcome.Reply(U64Payload.Encode(_offeredFeatures));
+            case FrontendRequest.SetFeatures:
+                return SetFeatures(U64Payload.Read(p));
+            case FrontendRequest.GetProtocolFeatures:
+                return Outcome.Reply(U64Payload.Encode(_offeredProtocol));
+            case FrontendRequest.SetProtocolFeatures:
+                return SetProtocolFeatures(U64Payload.Read(p));
+            case FrontendRequest.SetOwner:
+                return Outcome.Ok;
+            case FrontendRequest.ResetOwner:
+                // Deprecated: stop and disable the rings, keep the session (PROTOCOL.md §3.1).
+                foreach (var r in _rings)
+                {
+                    StopRing(r, "reset owner");
+                    r.Enabled = false;
+                }
+
+                return Outcome.Ok;
+            case FrontendRequest.SetMemTable:
+                return SetMemTable(message);
+            case FrontendRequest.SetVringNum:
+                return SetVringNum(VringStatePayload.Read(p));
+            case FrontendRequest.SetVringAddr:
+                return SetVringAddr(VringAddressPayload.Read(p));
+            case FrontendRequest.SetVringBase:
+                return SetVringBase(VringStatePayload.Read(p));
+            case FrontendRequest.GetVringBase:
+                return GetVringBase(VringStatePayload.Read(p));
+            case FrontendRequest.SetVringKick:
+            case FrontendRequest.SetVringCall:
+            case FrontendRequest.SetVringErr:
+                return SetVringFile((FrontendRequest)h.Request, U64Payload.Read(p), message);
+            case FrontendRequest.SetVringEnable:
+                return SetVringEnable(VringStatePayload.Read(p));
+            case FrontendRequest.GetQueueNum:
+                return Gate(VhostUserProtocolFeatures.Mq) ?? Outcome.Reply(U64Payload.Encode(_device.QueueNumReply));
+            case FrontendRequest.SetBackendReqFd:
+                if (Gate(VhostUserProtocolFeatures.BackendReq) is { } refusedChannel)
+                {
+                    return refusedChannel;
+                }
+
+                _backendChannel?.Dispose();
+                _backendChannel = message.TakeFd(0);
+                return Outcome.Ok;
+            case FrontendRequest.GetConfig:
+                return GetConfig(DeviceConfigHeader.Read(p));
+            case FrontendRequest.SetConfig:
+                return SetConfig(DeviceConfigHeader.Read(p), p[DeviceConfigHeader.Length..]);
+            case FrontendRequest.ResetDevice:
+                return Gate(VhostUserProtocolFeatures.ResetDevice) ?? ResetDevice();
+            case FrontendRequest.GetMaxMemSlots:
+                return Gate(VhostUserProtocolFeatures.ConfigureMemSlots) ?? Outcome.Reply(U64Payload.Encode((ulong)_options.MaxMemorySlots));
+            case FrontendRequest.AddMemReg:
+                return Gate(VhostUserProtocolFeatures.ConfigureMemSlots) ?? AddMemReg(message);
+            case FrontendRequest.RemMemReg:
+                return Gate(VhostUserProtocolFeatures.ConfigureMemSlots) ?? RemMemReg(SingleRegionPayload.Read(p));
+            case FrontendRequest.SetStatus:
+                return Gate(VhostUserProtocolFeatures.Status) ?? SetStatus(U64Payload.Read(p));
+            case FrontendRequest.GetStatus:
+                return Gate(VhostUserProtocolFeatures.Status) ?? Outcome.Reply(U64Payload.Encode(_status));
+            case FrontendRequest.NetSetMtu:
+            {
+                if (Gate(VhostUserProtocolFeatures.Mtu) is { } refusedMtu)
+                {
+                    return refusedMtu;
+                }
+
+                ulong mtu = U64Payload.Read(p);
+                return mtu is < 68 or > 65535 ? Outcome.Reject($"MTU {mtu} outside 68..65535") : Outcome.Ok;
+            }
+
+            case FrontendRequest.SetLogBase:
+            case FrontendRequest.SetLogFd:
+                return Gate(VhostUserProtocolFeatures.LogShmfd) ?? Outcome.Reject("dirty logging is not implemented");
+            case FrontendRequest.SetVringEndian:
+                return Gate(VhostUserProtocolFeatures.CrossEndian) ?? Outcome.Reject("cross-endian rings are not supported");
+            case FrontendRequest.SendRarp:
+                return Gate(VhostUserProtocolFeatures.Rarp) ?? Outcome.Reject("RARP is not supported");
+            case FrontendRequest.GetInflightFd:
+            case FrontendRequest.SetInflightFd:
+                return Gate(VhostUserProtocolFeatures.InflightShmfd) ?? Outcome.Reject("inflight tracking is not implemented");
+            case FrontendRequest.PostcopyAdvise:
+            case FrontendRequest.PostcopyListen:
+            case FrontendRequest.PostcopyEnd:
+                return Gate(VhostUserProtocolFeatures.Pagefault) ?? Outcome.Reject("postcopy is not supported");
+            case FrontendRequest.IotlbMsg:
+                return (_ackedFeatures & VirtioFeatureBits.AccessPlatform) == 0
+                    ? Outcome.Reject("ACCESS_PLATFORM was not negotiated")
+                    : Outcome.Reject("IOTLB is not supported");
+            case FrontendRequest.VringKick:
+                return Gate(VhostUserProtocolFeatures.InbandNotifications) ?? Outcome.Reject("in-band notifications are not supported");
+            case FrontendRequest.SetDeviceStateFd:
+            case FrontendRequest.CheckDeviceState:
+                return Gate(VhostUserProtocolFeatures.DeviceState) ?? Outcome.Reject("device state transfer is not supported");
+            case FrontendRequest.GetSharedObject:
+                return Gate(VhostUserProtocolFeatures.SharedObject) ?? Outcome.Reject("shared objects are not supported");
+            case FrontendRequest.CreateCryptoSession:
+            case FrontendRequest.CloseCryptoSession:
+                return Gate(VhostUserProtocolFeatures.CryptoSession) ?? Outcome.Reject("crypto sessions are not supported");
+            case FrontendRequest.GpuSetSocket:
+                return Outcome.Reject("GPU_SET_SOCKET is only valid for vhost-user-gpu devices");
+            default:
+                return Outcome.Reject("unknown request code");
+        }
+    }
+
+    private Outcome? Gate(VhostUserProtocolFeatures feature) =>
+        (_ackedProtocol & (ulong)feature) != 0 ? null : Outcome.Reject($"protocol feature {feature} was not negotiated");
+
+    private bool PackedRing => (_ackedFeatures & VirtioFeatureBits.RingPacked) != 0;
+
+    private bool TryGetRing(uint index, out Vring ring, out Outcome refused)
+    {
+        if (index >= (uint)_rings.Length)
+        {
+            ring = null!;
+            refused = Outcome.Reject($"ring index {index} outside 0..{_rings.Length - 1}");
+            return false;
+        }
+
+        ring = _rings[index];
+        refused = default;
+        return true;
+    }
+
+    private Outcome SetFeatures(ulong features)
+    {
+        ulong notOffered = features & ~_offeredFeatures;
+        if (notOffered != 0)
+        {
+            return Outcome.Reject($"acked bits 0x{notOffered:x} were never offered (offer 0x{_offeredFeatures:x})");
+        }
+
+        if (_featuresSet && ((features ^ _ackedFeatures) & ~VirtioFeatureBits.LogAll) != 0 && _rings.Any(r => r.Started))
+        {
+            return Outcome.Reject($"features 0x{features:x} differ from 0x{_ackedFeatures:x} while queues are running");
+        }
+
+        _ackedFeatures = features;
+        _featuresSet = true;
+        if ((features & VirtioFeatureBits.ProtocolFeatures) == 0)
+        {
+            // Without VHOST_USER_F_PROTOCOL_FEATURES rings are enabled from the start (legacy behaviour).
+            foreach (var r in _rings)
+            {
+                r.Enabled = true;
+            }
+        }
+
+        Log.FeaturesAcked(_logger, features, _offeredFeatures);
+        _device.OnFeaturesAcked(features & ~VirtioFeatureBits.ProtocolFeatures);
+        return Outcome.Ok;
+    }
+
+    private Outcome SetProtocolFeatures(ulong features)
+    {
+        ulong notOffered = features & ~_offeredProtocol;
+        if (notOffered != 0)
+        {
+            return Outcome.Reject($"acked protocol bits 0x{notOffered:x} were never offered (offer 0x{_offeredProtocol:x})");
+        }
+
+        _ackedProtocol = features;
+        _protocolNegotiated = true;
+        Log.ProtocolFeaturesAcked(_logger, features, _offeredProtocol);
+        return Outcome.Ok;
+    }
+
+    private Outcome SetMemTable(VhostUserMessage message)
+    {
+        ReadOnlySpan<byte> p = message.Payload;
+        int count = (int)MemoryTablePayload.ReadCount(p);
+        var descriptions = new MemoryRegionPayload[count];
+        for (int i = 0; i < count; i++)
+        {
+            descriptions[i] = MemoryTablePayload.ReadRegion(p, i);
+            if (GuestMemoryRegion.ValidateDescription(descriptions[i]) is { } bad)
+            {
+                return Outcome.Reject($"region {i}: {bad}");
+            }
+        }
+
+        if (GuestMemoryTable.FindOverlap(descriptions) is { } overlap)
+        {
+            return Outcome.Reject(overlap);
+        }
+
+        var mapped = new GuestMemoryRegion[count];
+        for (int i = 0; i < count; i++)
+        {
+            using FileDescriptor fd = message.TakeFd(i);
+            GuestMemoryRegion? region = GuestMemoryRegion.TryMap(descriptions[i], fd, out string error);
+            if (region is null)
+            {
+                // All or nothing: the previous table stays in force.
+                for (int j = 0; j < i; j++)
+                {
+                    mapped[j].Release();
+                }
+
+                return Outcome.Reject($"region {i}: {error}");
+            }
+
+            mapped[i] = region;
+        }
+
+        InstallMemory(new GuestMemoryTable(mapped));
+        return Outcome.Ok;
+    }
+
+    private Outcome AddMemReg(VhostUserMessage message)
+    {
+        MemoryRegionPayload d = SingleRegionPayload.Read(message.Payload);
+        if (GuestMemoryRegion.ValidateDescription(d) is { } bad)
+        {
+            return Outcome.Reject(bad);
+        }
+
+        if (_memory.Regions.Any(r => r.Matches(d)))
+        {
+            // QEMU 7.2 sends the same ADD_MEM_REG once per queue pair: an identical region is already in place.
+            return Outcome.Ok;
+        }
+
+        if (_memory.Count >= _options.MaxMemorySlots)
+        {
+            return Outcome.Reject($"all {_options.MaxMemorySlots} memory slots are in use");
+        }
+
+        var all = _memory.Regions.Select(r => r.Description).Append(d).ToArray();
+        if (GuestMemoryTable.FindOverlap(all) is { } overlap)
+        {
+            return Outcome.Reject($"new region overlaps an existing one ({overlap})");
+        }
+
+        using FileDescriptor fd = message.TakeFd(0);
+        GuestMemoryRegion? region = GuestMemoryRegion.TryMap(d, fd, out string error);
+        if (region is null)
+        {
+            return Outcome.Reject(error);
+        }
+
+        foreach (var r in _memory.Regions)
+        {
+            r.AddRef();
+        }
+
+        InstallMemory(new GuestMemoryTable([.. _memory.Regions, region]));
+        return Outcome.Ok;
+    }
+
+    private Outcome RemMemReg(MemoryRegionPayload d)
+    {
+        GuestMemoryRegion? match = _memory.Regions.FirstOrDefault(r => r.Matches(d));
+        if (match is null)
+        {
+            // Duplicate removals (QEMU 7.2 multi-queue) are harmless.
+            return Outcome.Ok;
+        }
+
+        var keep = _memory.Regions.Where(r => !ReferenceEquals(r, match)).ToArray();
+        foreach (var r in keep)
+        {
+            r.AddRef();
+        }
+
+        InstallMemory(new GuestMemoryTable(keep));
+        return Outcome.Ok;
+    }
+
+    private void InstallMemory(GuestMemoryTable table)
+    {
+        GuestMemoryTable old = _memory;
+        _memory = table;
+        ulong bytes = 0;
+        foreach (var r in table.Regions)
+        {
+            bytes += r.Size;
+        }
+
+        Log.MemoryTable(_logger, table.Count, bytes);
+
+        // Rings whose memory disappeared stop; rings that were waiting for memory may start now.
+        foreach (var ring in _rings)
+        {
+            if (ring.Started && RingTranslationError(ring) is { } error)
+            {
+                Log.QueueCannotStart(_logger, ring.Index, error);
+                StopRing(ring, "memory removed");
+            }
+            else if (!ring.Started)
+            {
+                TryStartRing(ring, quiet: true);
+            }
+        }
+
+        old.Release();
+    }
+
+    private Outcome SetVringNum(VringStatePayload s)
+    {
+        if (!TryGetRing(s.Index, out Vring ring, out Outcome refused))
+        {
+            return refused;
+        }
+
+        if (ring.Started)
+        {
+            return Outcome.Reject($"ring {s.Index} is running");
+        }
+
+        if (s.Num == 0 || s.Num > _device.MaxQueueSize)
+        {
+            return Outcome.Reject($"ring size {s.Num} outside 1..{_device.MaxQueueSize}");
+        }
+
+        if (!PackedRing && (s.Num & (s.Num - 1)) != 0)
+        {
+            return Outcome.Reject($"split ring size {s.Num} is not a power of two");
+        }
+
+        ring.Size = (int)s.Num;
+        return Outcome.Ok;
+    }
+
+    private Outcome SetVringAddr(VringAddressPayload a)
+    {
+        if (!TryGetRing(a.Index, out Vring ring, out Outcome refused))
+        {
+            return refused;
+        }
+
+        if ((a.Flags & ~VringAddressPayload.FlagLog) != 0)
+        {
+            return Outcome.Reject($"unknown vring address flags 0x{a.Flags:x}");
+        }
+
+        if (!PackedRing && (a.Descriptor % 16 != 0 || a.Available % 2 != 0 || a.Used % 4 != 0))
+        {
+            return Outcome.Reject("ring addresses are misaligned (descriptors 16, avail 2, used 4 bytes)");
+        }
+
+        if (ring.Started && (a.Descriptor != ring.Descriptor || a.Available != ring.Available || a.Used != ring.Used))
+        {
+            return Outcome.Reject($"ring {a.Index} is running: only logging may change");
+        }
+
+        ring.Descriptor = a.Descriptor;
+        ring.Available = a.Available;
+        ring.Used = a.Used;
+        ring.AddressFlags = a.Flags;
+        ring.LogGuestAddress = a.LogGuestAddress;
+        ring.AddressesSet = true;
+        return Outcome.Ok;
+    }
+
+    private Outcome SetVringBase(VringStatePayload s)
+    {
+        if (!TryGetRing(s.Index, out Vring ring, out Outcome refused))
+        {
+            return refused;
+        }
+
+        if (ring.Started)
+        {
+            return Outcome.Reject($"ring {s.Index} is running");
+        }
+
+        if (!PackedRing && s.Num > 0xFFFF)
+        {
+            return Outcome.Reject($"split ring base {s.Num} does not fit 16 bits");
+        }
+
+        ring.Base = s.Num;
+        return Outcome.Ok;
+    }
+
+    private Outcome GetVringBase(VringStatePayload s)
+    {
+        if (!TryGetRing(s.Index, out Vring ring, out Outcome refused))
+        {
+            return refused;
+        }
+
+        // Stopping an unconfigured or already stopped ring is harmless (DPDK virtio-user reconnect does it).
+        StopRing(ring, "GET_VRING_BASE");
+        ring.ReplaceKick(null);
+        ring.KickSet = false;
+        return Outcome.Reply(new VringStatePayload(s.Index, ring.Base).Encode());
+    }
+
+    private Outcome SetVringFile(FrontendRequest request, ulong word, VhostUserMessage message)
+    {
+        ulong index = word & VringFileWord.IndexMask;
+        if (!TryGetRing((uint)index, out Vring ring, out Outcome refused))
+        {
+            return refused;
+        }
+
+        bool noFd = (word & VringFileWord.NoFdFlag) != 0;
+        FileDescriptor? fd = noFd ? null : message.TakeFd(0);
+        switch (request)
+        {
+            case FrontendRequest.SetVringKick:
+                ring.ReplaceKick(fd);
+                ring.KickSet = true;
+                ring.KickPolled = noFd;
+                TryStartRing(ring, quiet: false);
+                break;
+            case FrontendRequest.SetVringCall:
+                ring.ReplaceCall(fd);
+                ring.CallDisabled = noFd;
+                break;
+            default:
+                ring.ReplaceErr(fd);
+                break;
+        }
+
+        return Outcome.Ok;
+    }
+
+    private Outcome SetVringEnable(VringStatePayload s)
+    {
+        if (!TryGetRing(s.Index, out Vring ring, out Outcome refused))
+        {
+            return refused;
+        }
+
+        if (s.Num > 1)
+        {
+            return Outcome.Reject($"enable value {s.Num} is neither 0 nor 1");
+        }
+
+        bool protocolFeatures = _featuresSet ? (_ackedFeatures & VirtioFeatureBits.ProtocolFeatures) != 0 : _protocolNegotiated;
+        if (!protocolFeatures)
+        {
+            return Outcome.Reject("VHOST_USER_F_PROTOCOL_FEATURES was not negotiated");
+        }
+
+        ring.Enabled = s.Num == 1;
+        if (ring.Started)
+        {
+            Log.QueueState(_logger, ring.Index, ring.Enabled ? "enabled" : "disabled", ring.Size, ring.Enabled, ring.Base);
+            _device.OnQueueStateChanged(ring.Info);
+        }
+
+        return Outcome.Ok;
+    }
+
+    private Outcome GetConfig(DeviceConfigHeader c)
+    {
+        if (Gate(VhostUserProtocolFeatures.Config) is { } refused)
+        {
+            return refused;
+        }
+
+        if (ConfigRangeError(c) is { } error)
+        {
+            return Outcome.Reject(error);
+        }
+
+        var data = new byte[c.Size];
+        _device.ReadConfig((int)c.Offset, data);
+        return Outcome.Reply(c.Encode(data));
+    }
+
+    private Outcome SetConfig(DeviceConfigHeader c, ReadOnlySpan<byte> data)
+    {
+        if (Gate(VhostUserProtocolFeatures.Config) is { } refused)
+        {
+            return refused;
+        }
+
+        if (ConfigRangeError(c) is { } error)
+        {
+            return Outcome.Reject(error);
+        }
+
+        return _device.WriteConfig((int)c.Offset, data, c.Flags == DeviceConfigHeader.FlagMigration)
+            ? Outcome.Ok
+            : Outcome.Reject($"the device refused a config write at offset {c.Offset}, size {c.Size}");
+    }
+
+    private string? ConfigRangeError(DeviceConfigHeader c)
+    {
+        if (c.Flags > DeviceConfigHeader.FlagMigration)
+        {
+            return $"unknown config flags 0x{c.Flags:x}";
+        }
+
+        if ((ulong)c.Offset + c.Size > (ulong)_device.ConfigSize)
+        {
+            return $"config range {c.Offset}+{c.Size} exceeds the {_device.ConfigSize}-byte config space";
+        }
+
+        return null;
+    }
+
+    private Outcome SetStatus(ulong value)
+    {
+        if (value > 0xFF)
+        {
+            return Outcome.Reject($"status 0x{value:x} does not fit a byte");
+        }
+
+        // SET_STATUS(0) is not treated as a reset: QEMU 7.2 sends it before GET_VRING_BASE,
+        // and ring positions must survive until then (PROTOCOL.md §12.7).
+        _status = (byte)value;
+        Log.Status(_logger, _status);
+        _device.OnStatusChanged((DeviceStatus)_status);
+        return Outcome.Ok;
+    }
+
+    private Outcome ResetDevice()
+    {
+        foreach (var r in _rings)
+        {
+            StopRing(r, "RESET_DEVICE");
+            r.Reset();
+        }
+
+        _ackedFeatures = 0;
+        _featuresSet = false;
+        _status = 0;
+        _device.OnStatusChanged(DeviceStatus.Reset);
+        return Outcome.Ok;
+    }
+
+    private string? RingTranslationError(Vring ring)
+    {
+        ulong n = (ulong)ring.Size;
+        ulong descBytes = 16 * n;
+        ulong availBytes = PackedRing ? 4 : 6 + (2 * n);
+        ulong usedBytes = PackedRing ? 4 : 6 + (8 * n);
+        if (!_memory.TryTranslateFrontendVirtual(ring.Descriptor, descBytes, out _))
+        {
+            return $"descriptor table 0x{ring.Descriptor:x}+{descBytes} is not inside guest memory";
+        }
+
+        if (!_memory.TryTranslateFrontendVirtual(ring.Available, availBytes, out _))
+        {
+            return $"driver area 0x{ring.Available:x}+{availBytes} is not inside guest memory";
+        }
+
+        if (!_memory.TryTranslateFrontendVirtual(ring.Used, usedBytes, out _))
+        {
+            return $"device area 0x{ring.Used:x}+{usedBytes} is not inside guest memory";
+        }
+
+        return null;
+    }
+
+    private void TryStartRing(Vring ring, bool quiet)
+    {
+        if (ring.Started || !ring.KickSet)
+        {
+            return;
+        }
+
+        string? missing = ring.Size == 0 ? "no ring size" : !ring.AddressesSet ? "no ring addresses" : _memory.Count == 0 ? "no memory table" : null;
+        missing ??= RingTranslationError(ring);
+        if (missing is not null)
+        {
+            if (!quiet)
+            {
+                Log.QueueCannotStart(_logger, ring.Index, missing);
+            }
+
+            return;
+        }
+
+        ring.Started = true;
+        Log.QueueState(_logger, ring.Index, "started", ring.Size, ring.Enabled, ring.Base);
+        _device.OnQueueStateChanged(ring.Info);
+    }
+
+    private void StopRing(Vring ring, string why)
+    {
+        if (!ring.Started)
+        {
+            return;
+        }
+
+        ring.Started = false;
+        Log.QueueState(_logger, ring.Index, $"stopped ({why})", ring.Size, ring.Enabled, ring.Base);
+        _device.OnQueueStateChanged(ring.Info);
+    }
+
+    private void Teardown()
+    {
+        foreach (var r in _rings)
+        {
+            StopRing(r, "disconnect");
+            r.Reset();
+        }
+
+        _backendChannel?.Dispose();
+        _backendChannel = null;
+        GuestMemoryTable old = _memory;
+        _memory = GuestMemoryTable.Empty;
+        old.Release();
+        _device.OnDisconnected();
+    }
+}

@@ -1,0 +1,220 @@
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using VhostCompat.Protocol;
+
+namespace VhostCompat.Backend;
+
+/// <summary>
+/// Serves one <see cref="VhostUserDevice"/> to a vhost-user frontend over a Unix socket, in server
+/// mode (listen, serve one frontend at a time, accept the next one on the same listening socket)
+/// or client mode (connect with bounded exponential backoff, reconnect after the frontend goes away).
+/// </summary>
+public sealed class VhostUserBackend
+{
+    private readonly VhostUserDevice _device;
+    private readonly VhostUserBackendOptions _options;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates a backend. Options are validated here; <see cref="ArgumentException"/> names a bad one.</summary>
+    public VhostUserBackend(VhostUserDevice device, VhostUserBackendOptions options, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _device = device;
+        _options = options;
+        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("VhostCompat.Backend");
+    }
+
+    /// <summary>Virtio features offered in GET_FEATURES (the device's plus VHOST_USER_F_PROTOCOL_FEATURES).</summary>
+    public ulong OfferedFeatures => BackendSession.OfferedFeatures(_device);
+
+    /// <summary>Protocol features offered in GET_PROTOCOL_FEATURES.</summary>
+    public VhostUserProtocolFeatures OfferedProtocolFeatures => BackendSession.OfferedProtocolFeatures(_device, _options);
+
+    /// <summary>Raised (on the session's thread) after each frontend connection ends, with the reason.</summary>
+    public event Action<string>? SessionEnded;
+
+    /// <summary>
+    /// Runs until <paramref name="cancellationToken"/> is cancelled (or, for a connected inherited fd
+    /// or client mode without reconnect, until the frontend goes away). Never throws for anything a
+    /// frontend does; throws for local setup errors (socket path in use by a live backend, bad fd).
+    /// </summary>
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        if (_options.InheritedFd is int fd)
+        {
+            var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            bool listening = (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection)! != 0;
+            if (!listening)
+            {
+                await ServeAsync(socket, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            using (socket)
+            {
+                await AcceptLoopAsync(socket, $"fd {fd}", cancellationToken).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        string path = _options.SocketPath!;
+        if (_options.Mode == VhostUserSocketMode.Client)
+        {
+            await ClientLoopAsync(path, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        using Socket listener = Listen(path);
+        try
+        {
+            await AcceptLoopAsync(listener, path, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            TryUnlink(path);
+        }
+    }
+
+    private Socket Listen(string path)
+    {
+        if (File.Exists(path) || Directory.Exists(path))
+        {
+            // Refuse to take over a socket a live backend is serving; remove a stale one.
+            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                probe.Connect(new UnixDomainSocketEndPoint(path));
+                throw new IOException($"{path} is served by another live process");
+            }
+            catch (SocketException)
+            {
+                Log.StaleSocketRemoved(_logger, path);
+            }
+        }
+
+        // Bind under a temporary name and rename over the final path: the path never points to a
+        // socket that is not yet listening, and a stale file is replaced atomically.
+        string temp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            listener.Bind(new UnixDomainSocketEndPoint(temp));
+            listener.Listen(1);
+            File.Move(temp, path, overwrite: true);
+        }
+        catch
+        {
+            listener.Dispose();
+            TryUnlink(temp);
+            throw;
+        }
+
+        Log.Listening(_logger, path);
+        return listener;
+    }
+
+    private static void TryUnlink(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private async Task AcceptLoopAsync(Socket listener, string name, CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            Socket connection;
+            try
+            {
+                connection = await listener.AcceptAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            await ServeAsync(connection, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task ClientLoopAsync(string path, CancellationToken cancellationToken)
+    {
+        TimeSpan delay = _options.ReconnectInitialDelay;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken).ConfigureAwait(false);
+            }
+            catch (SocketException ex)
+            {
+                socket.Dispose();
+                Log.ConnectRetry(_logger, path, ex.SocketErrorCode.ToString(), (long)delay.TotalMilliseconds);
+                try
+                {
+                    await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.ReconnectMaxDelay.Ticks));
+                continue;
+            }
+            catch (OperationCanceledException)
+            {
+                socket.Dispose();
+                return;
+            }
+
+            delay = _options.ReconnectInitialDelay;
+            await ServeAsync(socket, cancellationToken).ConfigureAwait(false);
+            if (!_options.Reconnect)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Serves one connected frontend until it goes away. Takes ownership of <paramref name="socket"/>.</summary>
+    internal async Task<string> ServeAsync(Socket socket, CancellationToken cancellationToken)
+    {
+        string id = $"fd {(int)socket.SafeHandle.DangerousGetHandle()}";
+        Log.Connected(_logger, id);
+        var connection = new VhostUserConnection(socket, _options.MessageTimeout);
+        string reason;
+        try
+        {
+            var session = new BackendSession(_device, _options, _logger);
+            reason = await session.RunAsync(connection, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // A bug here must not take the process (and every other device) down.
+            Log.SessionFault(_logger, ex, ex.Message);
+            reason = ex.Message;
+        }
+        finally
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+
+        Log.Disconnected(_logger, id, reason);
+        SessionEnded?.Invoke(reason);
+        return reason;
+    }
+}

@@ -1,0 +1,69 @@
+namespace VhostCompat.Backend;
+
+/// <summary>How the backend reaches its frontend.</summary>
+public enum VhostUserSocketMode
+{
+    /// <summary>The backend listens on <see cref="VhostUserBackendOptions.SocketPath"/>; the frontend connects (QEMU chardev without server=on).</summary>
+    Server,
+
+    /// <summary>The backend connects to a listening frontend (QEMU chardev server=on, DPDK virtio-user server=1) and reconnects after it goes away.</summary>
+    Client,
+}
+
+/// <summary>Options of a vhost-user backend. Plain settable properties with working defaults.</summary>
+public sealed class VhostUserBackendOptions
+{
+    /// <summary>Unix socket path to listen on (server mode) or connect to (client mode).</summary>
+    public string? SocketPath { get; set; }
+
+    /// <summary>Server or client mode. Default: server.</summary>
+    public VhostUserSocketMode Mode { get; set; } = VhostUserSocketMode.Server;
+
+    /// <summary>
+    /// An inherited socket fd (QEMU's <c>--fd</c> convention): either an already-connected socket
+    /// (one session is served) or a listening socket (connections are accepted on it).
+    /// </summary>
+    public int? InheritedFd { get; set; }
+
+    /// <summary>Client mode: first delay between connection attempts; doubles up to <see cref="ReconnectMaxDelay"/>.</summary>
+    public TimeSpan ReconnectInitialDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Client mode: longest delay between connection attempts.</summary>
+    public TimeSpan ReconnectMaxDelay { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Client mode: reconnect after the frontend goes away (true) or stop (false).</summary>
+    public bool Reconnect { get; set; } = true;
+
+    /// <summary>Longest time a started message may take to arrive completely; a stalled peer is disconnected.</summary>
+    public TimeSpan MessageTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Memory slots offered through GET_MAX_MEM_SLOTS (CONFIGURE_MEM_SLOTS). QEMU refuses a value that decreases.</summary>
+    public int MaxMemorySlots { get; set; } = 32;
+
+    /// <summary>Offer CONFIGURE_MEM_SLOTS (ADD/REM_MEM_REG). Default: true.</summary>
+    public bool OfferMemorySlots { get; set; } = true;
+
+    /// <summary>Validates the options; throws <see cref="ArgumentException"/> naming the bad setting.</summary>
+    public void Validate()
+    {
+        if (InheritedFd is null && string.IsNullOrEmpty(SocketPath))
+        {
+            throw new ArgumentException("either SocketPath or InheritedFd must be set", nameof(SocketPath));
+        }
+
+        if (InheritedFd is < 0)
+        {
+            throw new ArgumentException($"InheritedFd {InheritedFd} is negative", nameof(InheritedFd));
+        }
+
+        if (MaxMemorySlots is < 1 or > 509)
+        {
+            throw new ArgumentException($"MaxMemorySlots {MaxMemorySlots} outside 1..509", nameof(MaxMemorySlots));
+        }
+
+        if (MessageTimeout <= TimeSpan.Zero || ReconnectInitialDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectInitialDelay)
+        {
+            throw new ArgumentException("timeouts must be positive and ReconnectMaxDelay >= ReconnectInitialDelay");
+        }
+    }
+}

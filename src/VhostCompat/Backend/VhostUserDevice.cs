@@ -1,0 +1,84 @@
+using VhostCompat.Protocol;
+using VhostCompat.Virtio;
+
+namespace VhostCompat.Backend;
+
+/// <summary>
+/// What a backend author implements: the device type, what the implementation can do, and
+/// callbacks for the life of its queues. Everything else (protocol, memory, negotiation,
+/// validation, reconnect, logging) is the SDK's job. One device instance serves one frontend
+/// connection at a time; callbacks are invoked from the connection's message loop, one at a time.
+/// </summary>
+public abstract class VhostUserDevice
+{
+    /// <summary>The virtio device type (net = 1, block = 2, rng = 4, ...).</summary>
+    public abstract VirtioDeviceType DeviceType { get; }
+
+    /// <summary>
+    /// Virtio feature bits this implementation supports: device-specific bits plus the transport
+    /// bits it handles (e.g. <see cref="VirtioFeatureBits.Version1"/>). The SDK adds the vhost-only
+    /// bits itself (<see cref="VirtioFeatureBits.ProtocolFeatures"/>).
+    /// </summary>
+    public abstract ulong DeviceFeatures { get; }
+
+    /// <summary>
+    /// Device-specific protocol features the device opts into, on top of the ones the SDK always
+    /// implements (REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS, RESET_DEVICE, and MQ when
+    /// <see cref="QueueCount"/> is above the minimum). Examples: <see cref="VhostUserProtocolFeatures.Config"/>
+    /// for devices with a config space the frontend reads from the backend (block),
+    /// <see cref="VhostUserProtocolFeatures.Mtu"/> for net.
+    /// </summary>
+    public virtual VhostUserProtocolFeatures ProtocolFeatures => VhostUserProtocolFeatures.None;
+
+    /// <summary>Number of virtqueues the device can serve (net: 2 per queue pair). At most 255.</summary>
+    public abstract int QueueCount { get; }
+
+    /// <summary>
+    /// The answer to GET_QUEUE_NUM. Its unit is device-specific: queue pairs for net (QEMU compares
+    /// it with <c>queues=</c>), virtqueues for block. Defaults to <see cref="QueueCount"/>.
+    /// </summary>
+    public virtual ulong QueueNumReply => (ulong)QueueCount;
+
+    /// <summary>Largest ring size the device accepts (a power of two, at most 32768).</summary>
+    public virtual ushort MaxQueueSize => 1024;
+
+    /// <summary>Size in bytes of the device config space served by GET_CONFIG (0 = none).</summary>
+    public virtual int ConfigSize => 0;
+
+    /// <summary>Fills <paramref name="destination"/> with config space bytes starting at <paramref name="offset"/> (range already validated).</summary>
+    public virtual void ReadConfig(int offset, Span<byte> destination) => destination.Clear();
+
+    /// <summary>
+    /// Applies a SET_CONFIG write (range already validated). Return false to refuse it (read-only
+    /// field); <paramref name="migration"/> is true for writes QEMU makes while loading migrated state.
+    /// </summary>
+    public virtual bool WriteConfig(int offset, ReadOnlySpan<byte> data, bool migration) => false;
+
+    /// <summary>Called when the frontend acked a feature set (SET_FEATURES), before any queue starts.</summary>
+    public virtual void OnFeaturesAcked(ulong features)
+    {
+    }
+
+    /// <summary>Called when the driver status changes (SET_STATUS).</summary>
+    public virtual void OnStatusChanged(DeviceStatus status)
+    {
+    }
+
+    /// <summary>Called when a queue starts (it has memory, addresses, size and a kick) and stops (GET_VRING_BASE, reset, disconnect).</summary>
+    public virtual void OnQueueStateChanged(VirtqueueInfo queue)
+    {
+    }
+
+    /// <summary>Called when the frontend connection ends, after every queue has stopped. The next connection starts from scratch.</summary>
+    public virtual void OnDisconnected()
+    {
+    }
+}
+
+/// <summary>A snapshot of one virtqueue's negotiated state, as reported to the device.</summary>
+/// <param name="Index">Queue index (net: RX = 2·pair, TX = 2·pair + 1).</param>
+/// <param name="Size">Ring size (number of descriptors).</param>
+/// <param name="Started">True while the backend may process the ring.</param>
+/// <param name="Enabled">True when the frontend enabled the ring (SET_VRING_ENABLE or legacy mode).</param>
+/// <param name="NextAvailableIndex">Where processing resumes (SET_VRING_BASE / the reply to GET_VRING_BASE).</param>
+public readonly record struct VirtqueueInfo(int Index, int Size, bool Started, bool Enabled, uint NextAvailableIndex);

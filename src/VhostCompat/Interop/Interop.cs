@@ -1,0 +1,38 @@
+using System.Runtime.InteropServices;
+
+namespace VhostCompat.Interop;
+
+/// <summary>
+/// The only place in VhostCompat that calls libc. One partial file per syscall family;
+/// constants keep their native names so they can be checked against the man pages.
+/// </summary>
+internal static partial class Libc
+{
+    internal const string LibraryName = "libc";
+
+    internal const int EINTR = 4;
+    internal const int EAGAIN = 11;
+    internal const int EBADF = 9;
+
+    /// <summary>Builds the message for a failed call from the saved errno.</summary>
+    internal static string ErrorText(string call, int errno) =>
+        $"{call} failed: errno {errno} ({Marshal.GetPInvokeErrorMessage(errno)})";
+
+    [LibraryImport(LibraryName, EntryPoint = "close", SetLastError = true)]
+    internal static partial int Close(int fd);
+
+    [LibraryImport(LibraryName, EntryPoint = "read", SetLastError = true)]
+    internal static unsafe partial nint Read(int fd, void* buffer, nuint count);
+
+    [LibraryImport(LibraryName, EntryPoint = "write", SetLastError = true)]
+    internal static unsafe partial nint Write(int fd, void* buffer, nuint count);
+
+    [LibraryImport(LibraryName, EntryPoint = "dup", SetLastError = true)]
+    internal static partial int Dup(int fd);
+
+    internal const int F_GETFL = 3;
+    internal const int F_GETFD = 1;
+
+    [LibraryImport(LibraryName, EntryPoint = "fcntl", SetLastError = true)]
+    internal static partial int Fcntl(int fd, int cmd);
+}

@@ -1,0 +1,36 @@
+using System.Runtime.InteropServices;
+
+namespace VhostCompat.Interop;
+
+/// <summary>A shared read/write mapping of a file descriptor; unmapped exactly once.</summary>
+internal sealed class MemoryMapping : SafeHandle
+{
+    private MemoryMapping(nint address, ulong length)
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+        SetHandle(address);
+        Length = length;
+    }
+
+    public ulong Length { get; }
+
+    public nint Address => handle;
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle() => Libc.Munmap(handle, (nuint)Length) == 0;
+
+    /// <summary>Maps <paramref name="length"/> bytes of <paramref name="fd"/> from file offset 0. Returns null and the errno on failure.</summary>
+    public static MemoryMapping? TryMap(int fd, ulong length, out int errno)
+    {
+        nint p = Libc.Mmap(0, (nuint)length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+        if (p == Libc.MAP_FAILED)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return null;
+        }
+
+        errno = 0;
+        return new MemoryMapping(p, length);
+    }
+}

@@ -1,0 +1,52 @@
+using Microsoft.Extensions.Logging;
+
+namespace VhostCompat;
+
+/// <summary>Every log message of the library, with stable event ids.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1, LogLevel.Information, "Listening for a vhost-user frontend on {Path}")]
+    public static partial void Listening(ILogger logger, string path);
+
+    [LoggerMessage(2, LogLevel.Information, "Frontend connected ({Connection})")]
+    public static partial void Connected(ILogger logger, string connection);
+
+    [LoggerMessage(3, LogLevel.Information, "Frontend disconnected ({Connection}): {Reason}")]
+    public static partial void Disconnected(ILogger logger, string connection, string reason);
+
+    [LoggerMessage(4, LogLevel.Debug, "request {Request} flags=0x{Flags:x} size={Size} fds={Fds}")]
+    public static partial void Request(ILogger logger, string request, uint flags, uint size, int fds);
+
+    [LoggerMessage(5, LogLevel.Warning, "Refused request {Request}: {Reason}")]
+    public static partial void Refused(ILogger logger, string request, string reason);
+
+    [LoggerMessage(6, LogLevel.Error, "Closing the connection: {Reason}")]
+    public static partial void ClosingOnError(ILogger logger, string reason);
+
+    [LoggerMessage(7, LogLevel.Information, "Frontend acked virtio features 0x{Features:x} (offered 0x{Offered:x})")]
+    public static partial void FeaturesAcked(ILogger logger, ulong features, ulong offered);
+
+    [LoggerMessage(8, LogLevel.Information, "Frontend acked protocol features 0x{Features:x} (offered 0x{Offered:x})")]
+    public static partial void ProtocolFeaturesAcked(ILogger logger, ulong features, ulong offered);
+
+    [LoggerMessage(9, LogLevel.Information, "Memory table: {Count} region(s), {Bytes} bytes mapped")]
+    public static partial void MemoryTable(ILogger logger, int count, ulong bytes);
+
+    [LoggerMessage(10, LogLevel.Information, "Queue {Index} {State} (size {Size}, enabled {Enabled}, next avail {Base})")]
+    public static partial void QueueState(ILogger logger, int index, string state, int size, bool enabled, uint @base);
+
+    [LoggerMessage(11, LogLevel.Information, "Device status 0x{Status:x2}")]
+    public static partial void Status(ILogger logger, byte status);
+
+    [LoggerMessage(12, LogLevel.Warning, "Connecting to {Path} failed ({Reason}); retrying in {DelayMs} ms")]
+    public static partial void ConnectRetry(ILogger logger, string path, string reason, long delayMs);
+
+    [LoggerMessage(13, LogLevel.Warning, "Removed stale socket file {Path}")]
+    public static partial void StaleSocketRemoved(ILogger logger, string path);
+
+    [LoggerMessage(14, LogLevel.Error, "Unexpected error in the session: {Message}")]
+    public static partial void SessionFault(ILogger logger, Exception exception, string message);
+
+    [LoggerMessage(15, LogLevel.Warning, "Queue {Index} cannot start: {Reason}")]
+    public static partial void QueueCannotStart(ILogger logger, int index, string reason);
+}

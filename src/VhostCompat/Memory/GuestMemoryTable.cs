@@ -1,0 +1,119 @@
+namespace VhostCompat.Memory;
+
+/// <summary>
+/// An immutable set of mapped regions. Replacing the table (SET_MEM_TABLE, ADD/REM_MEM_REG)
+/// builds a new one; the old one is released, and its mappings disappear only when every lease
+/// taken by a worker has been returned, so a worker can never use a mapping being replaced.
+/// </summary>
+internal sealed class GuestMemoryTable
+{
+    private readonly GuestMemoryRegion[] _regions;
+    private int _references = 1;
+
+    public static readonly GuestMemoryTable Empty = new([]);
+
+    /// <summary>Takes ownership of one reference to each region.</summary>
+    public GuestMemoryTable(GuestMemoryRegion[] regions)
+    {
+        _regions = regions;
+    }
+
+    public IReadOnlyList<GuestMemoryRegion> Regions => _regions;
+
+    public int Count => _regions.Length;
+
+    /// <summary>Takes a lease; returns false if the table is already fully released.</summary>
+    public bool TryAcquire()
+    {
+        int current;
+        do
+        {
+            current = Volatile.Read(ref _references);
+            if (current == 0)
+            {
+                return false;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _references, current + 1, current) != current);
+        return true;
+    }
+
+    public void Release()
+    {
+        if (ReferenceEquals(this, Empty))
+        {
+            return;
+        }
+
+        if (Interlocked.Decrement(ref _references) == 0)
+        {
+            foreach (var r in _regions)
+            {
+                r.Release();
+            }
+        }
+    }
+
+    /// <summary>Checks that neither guest-physical nor frontend-virtual ranges of any two regions overlap.</summary>
+    public static string? FindOverlap(IReadOnlyList<Protocol.MemoryRegionPayload> regions)
+    {
+        for (int i = 0; i < regions.Count; i++)
+        {
+            for (int j = i + 1; j < regions.Count; j++)
+            {
+                var a = regions[i];
+                var b = regions[j];
+                if (Overlaps(a.GuestPhysicalAddress, a.MemorySize, b.GuestPhysicalAddress, b.MemorySize))
+                {
+                    return $"regions {i} and {j} overlap in guest physical space";
+                }
+
+                if (Overlaps(a.UserspaceAddress, a.MemorySize, b.UserspaceAddress, b.MemorySize))
+                {
+                    return $"regions {i} and {j} overlap in frontend address space";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    // Both ranges are known not to wrap (validated first).
+    private static bool Overlaps(ulong a, ulong aLen, ulong b, ulong bLen) => a < b + bLen && b < a + aLen;
+
+    /// <summary>Translates a guest physical range that lies entirely in one region.</summary>
+    public bool TryTranslateGuestPhysical(ulong gpa, ulong length, out nint host) => TryTranslate(gpa, length, false, out host);
+
+    /// <summary>Translates a frontend virtual range (ring addresses of SET_VRING_ADDR) that lies entirely in one region.</summary>
+    public bool TryTranslateFrontendVirtual(ulong address, ulong length, out nint host) => TryTranslate(address, length, true, out host);
+
+    private bool TryTranslate(ulong address, ulong length, bool userspace, out nint host)
+    {
+        foreach (var r in _regions)
+        {
+            if (r.TryTranslate(address, length, userspace, out host))
+            {
+                return true;
+            }
+        }
+
+        host = 0;
+        return false;
+    }
+
+    /// <summary>Converts a frontend virtual address to a guest physical one (used for dirty logging).</summary>
+    public bool TryFrontendVirtualToGuestPhysical(ulong address, out ulong gpa)
+    {
+        foreach (var r in _regions)
+        {
+            if (address >= r.UserspaceAddress && address - r.UserspaceAddress < r.Size)
+            {
+                gpa = r.GuestPhysicalAddress + (address - r.UserspaceAddress);
+                return true;
+            }
+        }
+
+        gpa = 0;
+        return false;
+    }
+}

@@ -1,0 +1,50 @@
+namespace VhostCompat.Virtio;
+
+/// <summary>Masks of the virtio transport feature bits and the vhost-only bits a backend deals with.</summary>
+public static class VirtioFeatureBits
+{
+    /// <summary>Bit 24: VIRTIO_F_NOTIFY_ON_EMPTY (legacy).</summary>
+    public const ulong NotifyOnEmpty = 1UL << 24;
+
+    /// <summary>Bit 26: VHOST_F_LOG_ALL (vhost-only; needed for live migration).</summary>
+    public const ulong LogAll = 1UL << 26;
+
+    /// <summary>Bit 27: VIRTIO_F_ANY_LAYOUT (legacy; implied by VERSION_1).</summary>
+    public const ulong AnyLayout = 1UL << 27;
+
+    /// <summary>Bit 28: VIRTIO_RING_F_INDIRECT_DESC.</summary>
+    public const ulong IndirectDesc = 1UL << 28;
+
+    /// <summary>Bit 29: VIRTIO_RING_F_EVENT_IDX.</summary>
+    public const ulong EventIdx = 1UL << 29;
+
+    /// <summary>Bit 30: VHOST_USER_F_PROTOCOL_FEATURES (vhost-user-only reuse of a reserved bit; never seen by the guest).</summary>
+    public const ulong ProtocolFeatures = 1UL << 30;
+
+    /// <summary>Bit 32: VIRTIO_F_VERSION_1.</summary>
+    public const ulong Version1 = 1UL << 32;
+
+    /// <summary>Bit 33: VIRTIO_F_ACCESS_PLATFORM.</summary>
+    public const ulong AccessPlatform = 1UL << 33;
+
+    /// <summary>Bit 34: VIRTIO_F_RING_PACKED.</summary>
+    public const ulong RingPacked = 1UL << 34;
+
+    /// <summary>Bit 35: VIRTIO_F_IN_ORDER.</summary>
+    public const ulong InOrder = 1UL << 35;
+
+    /// <summary>Bit 15 of virtio-net: VIRTIO_NET_F_MRG_RXBUF.</summary>
+    public const ulong NetMrgRxbuf = 1UL << 15;
+
+    /// <summary>Bit 22 of virtio-net: VIRTIO_NET_F_MQ.</summary>
+    public const ulong NetMq = 1UL << 22;
+
+    /// <summary>Bit 5 of virtio-net: VIRTIO_NET_F_MAC.</summary>
+    public const ulong NetMac = 1UL << 5;
+
+    /// <summary>Bit 3 of virtio-net: VIRTIO_NET_F_MTU.</summary>
+    public const ulong NetMtu = 1UL << 3;
+
+    /// <summary>Bit 21 of virtio-net: VIRTIO_NET_F_GUEST_ANNOUNCE.</summary>
+    public const ulong NetGuestAnnounce = 1UL << 21;
+}

@@ -1,0 +1,67 @@
+using VhostCompat.InteropTests.Harness;
+
+namespace VhostCompat.InteropTests;
+
+/// <summary>Fast checks of the harness's own parsing; they need no QEMU.</summary>
+public sealed class HarnessTests
+{
+    [Fact]
+    public void Feature_bit_string_is_bit_0_first()
+    {
+        VirtioNetFeatures.FromBitString("1000000000000000000000000000000010").Should().Be(1UL | (1UL << 32));
+        VirtioNetFeatures.FromBitString(new string('0', 64)).Should().Be(0);
+        VirtioNetFeatures.FromBitString(new string('1', 64)).Should().Be(ulong.MaxValue);
+        var act = () => VirtioNetFeatures.FromBitString("10x");
+        act.Should().Throw<FormatException>();
+    }
+
+    [Fact]
+    public void Capabilities_json_is_parsed()
+    {
+        var caps = BackendCapabilities.Parse(
+            """{"type":"net","features":[],"vhostcompat":{"virtio-features":"0x140008000","protocol-features":"0x10009"}}""");
+        caps.Type.Should().Be("net");
+        caps.VirtioFeatures.Should().Be(0x140008000UL);
+        caps.ProtocolFeatures.Should().Be(0x10009UL);
+    }
+
+    [Fact]
+    public void Describe_names_the_bits()
+    {
+        VirtioNetFeatures.Describe(0x100008000UL).Should().Be("0x100008000 (MRG_RXBUF VERSION_1)");
+    }
+
+    [Fact]
+    public async Task External_process_output_goes_to_files_and_timeout_is_enforced()
+    {
+        var dir = Directory.CreateTempSubdirectory("vhostcompat-harness-").FullName;
+        try
+        {
+            await using (var p = ExternalProcess.Start(new ExternalProcessOptions("echo", "/bin/sh", ["-c", "echo out; echo err >&2; exit 3"], dir, TimeSpan.FromSeconds(30))))
+            {
+                (await p.WaitForExitAsync(TimeSpan.FromSeconds(30))).Should().BeTrue();
+                p.ExitCode.Should().Be(3);
+                p.ReadStdout().Should().Be("out\n");
+                p.ReadStderr().Should().Be("err\n");
+            }
+
+            await using (var p = ExternalProcess.Start(new ExternalProcessOptions("sleep", "/bin/sleep", ["60"], dir, TimeSpan.FromSeconds(1))))
+            {
+                (await p.WaitForExitAsync(TimeSpan.FromSeconds(30))).Should().BeTrue("the hard timeout must end the process");
+                p.ExitCode.Should().Be(124);
+            }
+
+            await using (var p = ExternalProcess.Start(new ExternalProcessOptions("sleep2", "/bin/sleep", ["60"], dir, TimeSpan.FromSeconds(60))))
+            {
+                var pid = p.Pid;
+                await p.DisposeAsync();
+                p.HasExited.Should().BeTrue();
+                File.Exists($"/proc/{pid}/status").Should().BeFalse();
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

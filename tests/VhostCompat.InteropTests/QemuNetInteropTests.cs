@@ -1,0 +1,123 @@
+using System.Globalization;
+using VhostCompat.InteropTests.Harness;
+using Xunit.Abstractions;
+using static VhostCompat.InteropTests.Harness.VirtioNetFeatures;
+
+namespace VhostCompat.InteropTests;
+
+/// <summary>QEMU 7.2's virtio-net-pci with -netdev vhost-user (an unmodified frontend) against samples/Net.</summary>
+[Collection(QemuCollection.Name)]
+[Trait("Category", "Interop")]
+public sealed class QemuNetInteropTests(ITestOutputHelper output)
+{
+    /// <summary>Boot to the guest's status line takes ~11-20 s under TCG; the machine is shared, so allow much more.</summary>
+    private static readonly TimeSpan GuestStatusTimeout = TimeSpan.FromSeconds(
+        int.TryParse(Environment.GetEnvironmentVariable("VHOSTCOMPAT_INTEROP_BOOT_TIMEOUT"), CultureInfo.InvariantCulture, out var s) ? s : 180);
+
+    [SkippableFact]
+    public async Task QemuGuest_reaches_DRIVER_OK_against_sample_Net()
+    {
+        var tools = InteropPrerequisites.RequireQemuGuest();
+        var run = InteropRun.Create(nameof(QemuGuest_reaches_DRIVER_OK_against_sample_Net));
+        output.WriteLine($"run directory: {run.Directory}");
+
+        var caps = await SampleNetBackend.GetCapabilitiesAsync(run);
+        output.WriteLine($"backend capabilities: {caps.Json}");
+        output.WriteLine($"backend offers virtio features {Describe(caps.VirtioFeatures)}, protocol features {Hex(caps.ProtocolFeatures)}");
+
+        var socket = run.PathFor("be.sock");
+        var problems = new List<string>();
+        await using var backend = await SampleNetBackend.StartAsync(run, socket);
+
+        GuestNetStatus? guestStatus;
+        ulong? acked;
+        int? qemuExit;
+        IReadOnlyList<string> qemuErrors;
+        await using (var guest = await QemuGuest.StartAsync(run, tools, new QemuGuestOptions { SocketPath = socket }))
+        {
+            output.WriteLine($"qemu pid {guest.Process.Pid}: {guest.Process.CommandLine}");
+            guestStatus = await guest.WaitForNetStatusAsync(GuestStatusTimeout);
+            if (guestStatus is null)
+            {
+                var why = guest.Process.HasExited
+                    ? $"QEMU exited with {guest.Process.ExitCode} after {guest.Process.Elapsed.TotalSeconds:F1} s"
+                    : $"nothing within {GuestStatusTimeout.TotalSeconds:F0} s";
+                Assert.Fail($"the guest never printed its virtio-net status line ({why}); backend requests: {backend.RequestSequence()}{run.Diagnostics()}");
+            }
+
+            output.WriteLine($"guest status line after {guestStatus.SeenAfter.TotalSeconds:F1} s: status=0x{guestStatus.Status:x2} features={guestStatus.FeatureBits}");
+            acked = await backend.WaitForAckedFeaturesAsync(TimeSpan.FromSeconds(10));
+
+            // In the default mode the guest powers off right after printing; QEMU then exits with 0 (-no-reboot).
+            if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(90)))
+            {
+                problems.Add("QEMU did not exit within 90 s after the guest's status line (guest poweroff expected)");
+            }
+
+            qemuExit = guest.Process.ExitCode;
+            qemuErrors = guest.StderrErrorLines();
+            output.WriteLine($"QEMU exit code {qemuExit?.ToString(CultureInfo.InvariantCulture) ?? "(running)"} after {guest.Process.Elapsed.TotalSeconds:F1} s");
+            foreach (var w in guest.StderrWarningLines())
+            {
+                output.WriteLine("QEMU: " + w);
+            }
+        }
+
+        // Let the backend notice the disconnect and flush its log, then stop it gracefully.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        if (backend.Process.HasExited && backend.Process.ExitCode != 0)
+        {
+            problems.Add($"the backend exited with code {backend.Process.ExitCode} before it was stopped (QEMU disconnecting must not end a listening backend)");
+        }
+
+        await backend.StopAsync();
+        output.WriteLine($"backend requests: {backend.RequestSequence()}");
+
+        if (guestStatus.Status != 0x0f)
+        {
+            problems.Add($"guest virtio status is 0x{guestStatus.Status:x2}, expected 0x0f (ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK)");
+        }
+
+        if (acked is null)
+        {
+            problems.Add("the backend never logged 'acked virtio features 0x...' (no SET_FEATURES seen?)");
+        }
+        else
+        {
+            // The guest can only ack what the backend offered (QEMU's own device bits aside); bit 30 (PROTOCOL_FEATURES)
+            // is a vhost-user-only bit and bit 26 (LOG_ALL) is only set during migration.
+            var mask = caps.VirtioFeatures & ~(Bit(VhostUserFProtocolFeatures) | Bit(VhostFLogAll));
+            var guestView = guestStatus.Features & mask;
+            var backendView = acked.Value & ~Bit(VhostUserFProtocolFeatures);
+            output.WriteLine($"guest acked {Describe(guestStatus.Features)}");
+            output.WriteLine($"backend acked {Describe(acked.Value)}");
+            if (guestView != backendView)
+            {
+                problems.Add(
+                    $"guest-acked features within the backend's offer {Describe(guestView)} != backend's acked features without bit 30 {Describe(backendView)}; " +
+                    $"only in guest: {Describe(guestView & ~backendView)}, only in backend: {Describe(backendView & ~guestView)}");
+            }
+        }
+
+        var backendErrors = backend.ErrorEntries();
+        if (backendErrors.Count > 0)
+        {
+            problems.Add("backend logged errors:\n" + string.Join('\n', backendErrors));
+        }
+
+        if (qemuErrors.Count > 0)
+        {
+            problems.Add("QEMU stderr has error lines:\n" + string.Join('\n', qemuErrors));
+        }
+
+        if (qemuExit is not null and not 0)
+        {
+            problems.Add($"QEMU exited with code {qemuExit} (124 = killed by the harness timeout, 128+N = signal N)");
+        }
+
+        if (problems.Count > 0)
+        {
+            Assert.Fail(string.Join("\n", problems.Select(p => "* " + p)) + "\nbackend requests: " + backend.RequestSequence() + run.Diagnostics());
+        }
+    }
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# build-initramfs.sh - tiny busybox initramfs for the VhostCompat interop guests.
+#
+# Usage: build-initramfs.sh OUTPUT.cpio.gz [KERNEL_VERSION]
+#   KERNEL_VERSION defaults to the newest /lib/modules/<kver> that has virtio_net.
+# Needs: busybox-static (/bin/busybox), cpio, gzip, xz (for .ko.xz modules).
+#
+# The guest /init prints everything on the serial console with the prefix "VHOSTCOMPAT: " and
+# is steered by kernel command-line switches (all optional):
+#   vhostcompat.mode=status   (default) load virtio modules, print device status/features, power off
+#   vhostcompat.mode=ping     as status, then ping vhostcompat.peer vhostcompat.count times, power off
+#   vhostcompat.mode=loop     as status, then print counters every second forever (migration, soak)
+#   vhostcompat.ip=10.0.0.2/24  vhostcompat.peer=10.0.0.1  vhostcompat.count=3  vhostcompat.ifname=eth0
+# Console lines (stable, parsed by the C# harness):
+#   VHOSTCOMPAT: init uptime=<s> kernel=<kver> mode=<mode>
+#   VHOSTCOMPAT: insmod <module> failed
+#   VHOSTCOMPAT: no-netdev                      (no virtio-net interface appeared)
+#   VHOSTCOMPAT: status=0x<hex> device=<id> uptime=<s>   (virtio status byte; 0x0f = DRIVER_OK)
+#   VHOSTCOMPAT: features=<64 chars of 0/1, bit 0 first>
+#   VHOSTCOMPAT: link mac=<mac> mtu=<n> carrier=<0|1> operstate=<s>
+#   VHOSTCOMPAT: ping transmitted=<n> received=<n>
+#   VHOSTCOMPAT: tick n=<n> tx_packets=<n> rx_packets=<n> status=0x<hex>
+#   VHOSTCOMPAT: done uptime=<s>
+set -euo pipefail
+
+out=${1:?usage: build-initramfs.sh OUTPUT.cpio.gz [KERNEL_VERSION]}
+kver=${2:-}
+if [ -z "$kver" ]; then
+  for d in $(ls -1 /lib/modules 2>/dev/null | sort -V -r); do
+    if grep -qE '(^|/)virtio_net\.ko' "/lib/modules/$d/modules.dep" 2>/dev/null; then kver=$d; break; fi
+  done
+fi
+[ -n "$kver" ] || { echo "build-initramfs: no /lib/modules/<kver> with virtio_net (install linux-image-amd64)" >&2; exit 2; }
+moddir=/lib/modules/$kver
+[ -r "$moddir/modules.dep" ] || { echo "build-initramfs: $moddir/modules.dep missing" >&2; exit 2; }
+busybox=${BUSYBOX:-/bin/busybox}
+[ -x "$busybox" ] || { echo "build-initramfs: $busybox missing (install busybox-static)" >&2; exit 2; }
+# A dynamically linked busybox would need its libc inside the initramfs.
+if LC_ALL=C ldd "$busybox" >/dev/null 2>&1; then
+  echo "build-initramfs: $busybox is dynamically linked (install busybox-static)" >&2; exit 2
+fi
+command -v cpio >/dev/null || { echo "build-initramfs: cpio missing" >&2; exit 2; }
+
+root=$(mktemp -d "${TMPDIR:-/tmp}/vhostcompat-initramfs.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,lib/modules}
+cp "$busybox" "$root/bin/busybox"
+for applet in sh mount umount insmod ip cat echo sleep ping arping poweroff ls grep cut tr sed \
+              head tail mkdir uname date seq; do
+  ln -s busybox "$root/bin/$applet"
+done
+
+# Virtio modules in dependency order. Ones that are built in (=y) on this kernel are skipped.
+: > "$root/lib/modules/load-order"
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
+  rel=$(grep -oE "^[^:]*(^|/)$m\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | head -1 | tr -d ':' || true)
+  if [ -z "$rel" ]; then
+    if grep -qE "(^|/)$m\.ko" "$moddir/modules.builtin" 2>/dev/null; then continue; fi
+    echo "build-initramfs: module $m neither loadable nor built in for $kver" >&2; exit 2
+  fi
+  src=$moddir/$rel dst=$root/lib/modules/$m.ko
+  case "$rel" in
+    *.ko)     cp "$src" "$dst" ;;
+    *.ko.xz)  xz -dc "$src" > "$dst" ;;
+    *.ko.zst) zstd -dcq "$src" > "$dst" ;;
+    *.ko.gz)  gzip -dc "$src" > "$dst" ;;
+  esac
+  echo "$m" >> "$root/lib/modules/load-order"
+done
+
+cat > "$root/init" <<'INIT'
+#!/bin/sh
+# VhostCompat interop guest. See build-initramfs.sh for the command-line switches and output lines.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+say() { echo "VHOSTCOMPAT: $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+finish() { say "done uptime=$(uptime_s)"; poweroff -f; sleep 10; }
+
+MODE=status IP=10.0.0.2/24 PEER=10.0.0.1 COUNT=3 IFNAME=eth0
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    vhostcompat.mode=*)   MODE=${arg#*=} ;;
+    vhostcompat.ip=*)     IP=${arg#*=} ;;
+    vhostcompat.peer=*)   PEER=${arg#*=} ;;
+    vhostcompat.count=*)  COUNT=${arg#*=} ;;
+    vhostcompat.ifname=*) IFNAME=${arg#*=} ;;
+  esac
+done
+say "init uptime=$(uptime_s) kernel=$(uname -r) mode=$MODE"
+
+for m in $(cat /lib/modules/load-order); do
+  insmod "/lib/modules/$m.ko" || say "insmod $m failed"
+done
+
+NET=/sys/class/net/$IFNAME
+i=0
+while [ ! -e "$NET/device/status" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+if [ ! -e "$NET/device/status" ]; then
+  say "no-netdev virtio=$(ls /sys/bus/virtio/devices 2>/dev/null | tr '\n' ' ')"
+  finish
+fi
+ip link set lo up
+ip link set "$IFNAME" up
+ip addr add "$IP" dev "$IFNAME"
+DEV=$NET/device
+# status is printed by the kernel as 0x%08x; print it as the plain status byte value.
+st=$(cat "$DEV/status")
+say "status=0x$(printf '%02x' $((st))) device=$(cat "$DEV/device") uptime=$(uptime_s)"
+say "features=$(cat "$DEV/features")"
+say "link mac=$(cat "$NET/address") mtu=$(cat "$NET/mtu") carrier=$(cat "$NET/carrier" 2>/dev/null) operstate=$(cat "$NET/operstate")"
+
+case "$MODE" in
+  ping)
+    arping -c 1 -w 2 -I "$IFNAME" "$PEER" >/dev/null 2>&1
+    out=$(ping -c "$COUNT" -W 1 "$PEER" 2>&1)
+    echo "$out"
+    tx=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
+    rx=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+    say "ping transmitted=${tx:-0} received=${rx:-0}"
+    ;;
+  loop)
+    n=0
+    while true; do
+      n=$((n+1))
+      arping -c 1 -w 1 -I "$IFNAME" "$PEER" >/dev/null 2>&1
+      st=$(cat "$DEV/status")
+      say "tick n=$n tx_packets=$(cat "$NET/statistics/tx_packets") rx_packets=$(cat "$NET/statistics/rx_packets") status=0x$(printf '%02x' $((st)))"
+    done
+    ;;
+esac
+say "tx_packets=$(cat "$NET/statistics/tx_packets") rx_packets=$(cat "$NET/statistics/rx_packets")"
+finish
+INIT
+chmod 755 "$root/init"
+
+mkdir -p "$(dirname "$out")"
+tmp="$out.tmp.$$"
+( cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null --create --format=newc --quiet | gzip -6 ) > "$tmp"
+mv -f "$tmp" "$out"
+echo "build-initramfs: wrote $out ($(stat -c %s "$out") bytes) kernel=$kver modules=$(tr '\n' ' ' < "$root/lib/modules/load-order")"
