@@ -32,6 +32,13 @@ public sealed class HarnessTests
     }
 
     [Fact]
+    public void Request_sequences_collapse_repeats()
+    {
+        SampleNetBackend.Collapse(["A", "B", "B", "B", "C", "A"]).Should().Be("A B x3 C A");
+        SampleNetBackend.Collapse([]).Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task External_process_output_goes_to_files_and_timeout_is_enforced()
     {
         var dir = Directory.CreateTempSubdirectory("vhostcompat-harness-").FullName;

@@ -7,8 +7,8 @@ namespace VhostCompat.Protocol;
 
 /// <summary>
 /// A vhost-user stream over a Unix socket. A receive loop moves bytes with recvmsg into a
-/// <see cref="Pipe"/> and records, for every batch of SCM_RIGHTS fds, the stream offset at
-/// which it arrived; the reader hands each decoded message exactly the fds whose offset lies
+/// <see cref="Pipe"/> and records, for every batch of SCM_RIGHTS fds, the stream offset of the
+/// last byte read with it; the reader hands each decoded message exactly the fds whose offset lies
 /// inside that message. Sends go out with one sendmsg each (header, payload and fds together).
 /// </summary>
 internal sealed class VhostUserConnection : IAsyncDisposable
@@ -60,9 +60,12 @@ internal sealed class VhostUserConnection : IAsyncDisposable
                     }
                     else
                     {
+                        // Linux ends a stream read right after the chunk that carried fds, so they
+                        // belong to the message holding the last byte of this read (earlier bytes may
+                        // be other messages coalesced in front of it).
                         lock (_fdLock)
                         {
-                            _fdBatches.Enqueue((received, owned, truncated));
+                            _fdBatches.Enqueue((received + n - 1, owned, truncated));
                         }
                     }
                 }

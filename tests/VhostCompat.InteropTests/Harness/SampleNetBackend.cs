@@ -28,7 +28,8 @@ public sealed record BackendCapabilities(string Type, ulong VirtioFeatures, ulon
 /// </summary>
 public sealed class SampleNetBackend : IAsyncDisposable
 {
-    private static readonly Regex ErrorStart = new(@"^(\x1b\[[0-9;]*m)*(fail|crit):", RegexOptions.CultureInvariant);
+    // Simple console format, optionally after a timestamp and colour codes: "06:33:12.123 fail: Category[0] ...".
+    private static readonly Regex ErrorStart = new(@"^(?:\x1b\[[0-9;]*m|[0-9:.T+\-/ ]+)*(?:fail|crit):", RegexOptions.CultureInvariant);
     private static readonly Regex AckedFeatures = new(@"acked virtio features 0x(?<hex>[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
     private static readonly Regex Request = new(@"\brequest (?<name>[A-Z][A-Z0-9_]+)", RegexOptions.CultureInvariant);
 
@@ -135,19 +136,22 @@ public sealed class SampleNetBackend : IAsyncDisposable
         Request.Matches(LogFile.ReadAll(LogPath)).Select(m => m.Groups["name"].Value).ToList();
 
     /// <summary>The request sequence with consecutive repeats collapsed ("SET_VRING_ENABLE x10").</summary>
-    public string RequestSequence()
+    public string RequestSequence() => Collapse(Requests());
+
+    /// <summary>"A A A B" -> "A x3 B".</summary>
+    public static string Collapse(IReadOnlyList<string> items)
     {
+        ArgumentNullException.ThrowIfNull(items);
         var parts = new List<string>();
-        var reqs = Requests();
-        for (var i = 0; i < reqs.Count;)
+        for (var i = 0; i < items.Count;)
         {
             var j = i;
-            while (j < reqs.Count && reqs[j] == reqs[i])
+            while (j < items.Count && items[j] == items[i])
             {
                 j++;
             }
 
-            parts.Add(j - i > 1 ? $"{reqs[i]} x{j - i}" : reqs[i]);
+            parts.Add(j - i > 1 ? $"{items[i]} x{j - i}" : items[i]);
             i = j;
         }
 
