@@ -31,6 +31,18 @@ public sealed class HarnessTests
         VirtioNetFeatures.Describe(0x100008000UL).Should().Be("0x100008000 (MRG_RXBUF VERSION_1)");
     }
 
+    [Theory]
+    [InlineData("fail: VhostCompat[0] boom", true)]
+    [InlineData("06:33:12.123 crit: VhostCompat[0] boom", true)]
+    [InlineData("2026-11-26 06:33:12 fail: x", true)]
+    [InlineData("\u001b[41m\u001b[30mfail\u001b[39m\u001b[22m\u001b[49m: x", true)]
+    [InlineData("06:33:12.123 info: VhostCompat[0] request GET_FEATURES", false)]
+    [InlineData("06:33:12.123 dbug: VhostCompat[0] not a fail: line", false)]
+    public void Backend_error_lines_are_recognised(string line, bool isError)
+    {
+        SampleNetBackend.IsErrorLine(line).Should().Be(isError);
+    }
+
     [Fact]
     public void Request_sequences_collapse_repeats()
     {

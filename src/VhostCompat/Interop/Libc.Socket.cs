@@ -161,3 +161,25 @@ internal static partial class Libc
         }
     }
 }
+
+internal static partial class Libc
+{
+    internal const int AF_UNIX = 1;
+    internal const int SOCK_STREAM = 1;
+    internal const int SOCK_CLOEXEC = 0x80000;
+
+    [LibraryImport(LibraryName, EntryPoint = "socketpair", SetLastError = true)]
+    private static unsafe partial int SocketPairRaw(int domain, int type, int protocol, int* sv);
+
+    /// <summary>Creates a connected pair of Unix stream sockets (close-on-exec).</summary>
+    internal static unsafe (int, int) SocketPair()
+    {
+        int* sv = stackalloc int[2];
+        if (SocketPairRaw(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        {
+            throw new IOException(ErrorText("socketpair", Marshal.GetLastPInvokeError()));
+        }
+
+        return (sv[0], sv[1]);
+    }
+}

@@ -28,8 +28,9 @@ public sealed record BackendCapabilities(string Type, ulong VirtioFeatures, ulon
 /// </summary>
 public sealed class SampleNetBackend : IAsyncDisposable
 {
-    // Simple console format, optionally after a timestamp and colour codes: "06:33:12.123 fail: Category[0] ...".
-    private static readonly Regex ErrorStart = new(@"^(?:\x1b\[[0-9;]*m|[0-9:.T+\-/ ]+)*(?:fail|crit):", RegexOptions.CultureInvariant);
+    // Simple console format, optionally after a timestamp (colour codes removed first): "06:33:12.123 fail: Category[0] ...".
+    private static readonly Regex ErrorStart = new(@"^(?:[0-9:.T+\-/]+ ){0,2}(?:fail|crit):", RegexOptions.CultureInvariant);
+    private static readonly Regex AnsiEscape = new(@"\x1b\[[0-9;]*m", RegexOptions.CultureInvariant);
     private static readonly Regex AckedFeatures = new(@"acked virtio features 0x(?<hex>[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
     private static readonly Regex Request = new(@"\brequest (?<name>[A-Z][A-Z0-9_]+)", RegexOptions.CultureInvariant);
 
@@ -94,6 +95,9 @@ public sealed class SampleNetBackend : IAsyncDisposable
         return backend;
     }
 
+    /// <summary>True for a Microsoft.Extensions.Logging simple-console entry of level Error ("fail:") or Critical ("crit:").</summary>
+    public static bool IsErrorLine(string line) => ErrorStart.IsMatch(AnsiEscape.Replace(line, string.Empty));
+
     /// <summary>"fail:"/"crit:" entries with their indented message lines.</summary>
     public IReadOnlyList<string> ErrorEntries()
     {
@@ -101,7 +105,7 @@ public sealed class SampleNetBackend : IAsyncDisposable
         var lines = LogFile.ReadLines(LogPath);
         for (var i = 0; i < lines.Count; i++)
         {
-            if (!ErrorStart.IsMatch(lines[i]))
+            if (!IsErrorLine(lines[i]))
             {
                 continue;
             }

@@ -1,0 +1,72 @@
+using System.Collections.Concurrent;
+using VhostCompat.Backend;
+using VhostCompat.Protocol;
+using VhostCompat.Virtio;
+
+namespace VhostCompat.IntegrationTests.Support;
+
+/// <summary>A configurable device that records every callback, for asserting what the SDK told it.</summary>
+internal sealed class TestDevice : VhostUserDevice
+{
+    private readonly byte[] _config;
+
+    public TestDevice(int queues = 2, ulong features = VirtioFeatureBits.Version1 | VirtioFeatureBits.EventIdx | VirtioFeatureBits.IndirectDesc,
+        VhostUserProtocolFeatures protocol = VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu,
+        int configSize = 16)
+    {
+        QueueCount = queues;
+        DeviceFeatures = features;
+        ProtocolFeatures = protocol;
+        _config = new byte[configSize];
+        for (int i = 0; i < configSize; i++)
+        {
+            _config[i] = (byte)(0xA0 + i);
+        }
+    }
+
+    public override VirtioDeviceType DeviceType => VirtioDeviceType.Net;
+
+    public override ulong DeviceFeatures { get; }
+
+    public override VhostUserProtocolFeatures ProtocolFeatures { get; }
+
+    public override int QueueCount { get; }
+
+    public override ushort MaxQueueSize => 256;
+
+    public override int ConfigSize => _config.Length;
+
+    /// <summary>Config bytes at or above this offset are read-only (writes refused unless migration).</summary>
+    public int ReadOnlyFrom { get; set; } = 8;
+
+    public ConcurrentQueue<VirtqueueInfo> QueueEvents { get; } = new();
+
+    public ConcurrentQueue<DeviceStatus> StatusEvents { get; } = new();
+
+    public ConcurrentQueue<ulong> AckedFeatures { get; } = new();
+
+    public int Disconnects;
+
+    public byte[] Config => _config;
+
+    public override void ReadConfig(int offset, Span<byte> destination) => _config.AsSpan(offset, destination.Length).CopyTo(destination);
+
+    public override bool WriteConfig(int offset, ReadOnlySpan<byte> data, bool migration)
+    {
+        if (!migration && offset + data.Length > ReadOnlyFrom)
+        {
+            return false;
+        }
+
+        data.CopyTo(_config.AsSpan(offset));
+        return true;
+    }
+
+    public override void OnFeaturesAcked(ulong features) => AckedFeatures.Enqueue(features);
+
+    public override void OnStatusChanged(DeviceStatus status) => StatusEvents.Enqueue(status);
+
+    public override void OnQueueStateChanged(VirtqueueInfo queue) => QueueEvents.Enqueue(queue);
+
+    public override void OnDisconnected() => Interlocked.Increment(ref Disconnects);
+}
