@@ -44,6 +44,14 @@ public sealed class HarnessTests
     }
 
     [Fact]
+    public void Kernels_are_ordered_by_version()
+    {
+        new[] { "/boot/vmlinuz-6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-56-amd64", "/boot/vmlinuz-5.10.0-30-amd64" }
+            .OrderByDescending(k => k, VersionAwareComparer.Instance)
+            .Should().Equal("/boot/vmlinuz-6.1.0-56-amd64", "/boot/vmlinuz-6.1.0-9-amd64", "/boot/vmlinuz-5.10.0-30-amd64");
+    }
+
+    [Fact]
     public void Request_sequences_collapse_repeats()
     {
         SampleNetBackend.Collapse(["A", "B", "B", "B", "C", "A"]).Should().Be("A B x3 C A");

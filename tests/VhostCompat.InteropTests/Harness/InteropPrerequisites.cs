@@ -87,7 +87,7 @@ public static class InteropPrerequisites
         var candidates = !string.IsNullOrEmpty(explicitKernel)
             ? new[] { explicitKernel }
             : Directory.Exists("/boot")
-                ? Directory.GetFiles("/boot", "vmlinuz-*").OrderByDescending(p => p, StringComparer.Ordinal).ToArray()
+                ? Directory.GetFiles("/boot", "vmlinuz-*").OrderByDescending(p => p, VersionAwareComparer.Instance).ToArray()
                 : [];
         foreach (var kernel in candidates)
         {
@@ -162,5 +162,57 @@ public static class InteropPrerequisites
         {
             return false;
         }
+    }
+}
+
+/// <summary>Orders "vmlinuz-6.1.0-9" before "vmlinuz-6.1.0-56" (digit runs compared as numbers).</summary>
+internal sealed class VersionAwareComparer : IComparer<string>
+{
+    public static readonly VersionAwareComparer Instance = new();
+
+    public int Compare(string? x, string? y)
+    {
+        if (x is null || y is null)
+        {
+            return string.CompareOrdinal(x, y);
+        }
+
+        int i = 0, j = 0;
+        while (i < x.Length && j < y.Length)
+        {
+            if (char.IsAsciiDigit(x[i]) && char.IsAsciiDigit(y[j]))
+            {
+                int si = i, sj = j;
+                while (i < x.Length && char.IsAsciiDigit(x[i]))
+                {
+                    i++;
+                }
+
+                while (j < y.Length && char.IsAsciiDigit(y[j]))
+                {
+                    j++;
+                }
+
+                var a = x[si..i].TrimStart('0');
+                var b = y[sj..j].TrimStart('0');
+                var c = a.Length != b.Length ? a.Length.CompareTo(b.Length) : string.CompareOrdinal(a, b);
+                if (c != 0)
+                {
+                    return c;
+                }
+            }
+            else
+            {
+                if (x[i] != y[j])
+                {
+                    return x[i].CompareTo(y[j]);
+                }
+
+                i++;
+                j++;
+            }
+        }
+
+        return (x.Length - i).CompareTo(y.Length - j);
     }
 }

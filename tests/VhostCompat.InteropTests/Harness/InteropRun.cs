@@ -24,11 +24,37 @@ public sealed class InteropRun
     public static InteropRun Create(string testName)
     {
         var root = Path.Combine(Initramfs.CacheDirectory, "runs");
+        PruneOldRuns(root, TimeSpan.FromDays(2));
         var name = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..6];
         var dir = Path.Combine(root, name);
         System.IO.Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "test-name"), testName + "\n");
         return new InteropRun(testName, dir);
+    }
+
+    private static void PruneOldRuns(string root, TimeSpan maxAge)
+    {
+        if (!System.IO.Directory.Exists(root))
+        {
+            return;
+        }
+
+        foreach (var dir in new DirectoryInfo(root).GetDirectories())
+        {
+            if (DateTime.UtcNow - dir.LastWriteTimeUtc > maxAge)
+            {
+                try
+                {
+                    dir.Delete(recursive: true);
+                }
+                catch (IOException)
+                {
+                }
+                catch (UnauthorizedAccessException)
+                {
+                }
+            }
+        }
     }
 
     public string PathFor(string fileName) => Path.Combine(Directory, fileName);
