@@ -30,6 +30,13 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "dup", SetLastError = true)]
     internal static partial int Dup(int fd);
 
+    internal const int O_RDONLY = 0;
+    internal const int O_DIRECTORY = 0x10000;
+    internal const int O_CLOEXEC = 0x80000;
+
+    [LibraryImport(LibraryName, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Open(string path, int flags);
+
     internal const int F_GETFL = 3;
     internal const int F_GETFD = 1;
 

@@ -83,7 +83,7 @@ internal sealed class GuestMemoryRegion
 
         if ((mode & Libc.S_IFMT) != Libc.S_IFREG)
         {
-            error = $"region fd is not a regular memory file (mode 0{mode & Libc.S_IFMT:o})";
+            error = $"region fd is not a regular memory file (file type 0{Convert.ToString(mode & Libc.S_IFMT, 8)})";
             return null;
         }
 

@@ -46,6 +46,7 @@ internal static class PayloadRules
             case FrontendRequest.SendRarp:
             case FrontendRequest.NetSetMtu:
             case FrontendRequest.SetStatus:
+            case FrontendRequest.CloseCryptoSession:
                 return Exact(size, U64Payload.Size, fdCount, 0);
             case FrontendRequest.SetVringNum:
             case FrontendRequest.SetVringBase:
@@ -143,7 +144,6 @@ internal static class PayloadRules
             case FrontendRequest.GetSharedObject:
                 return Exact(size, 16, fdCount, 0);
             case FrontendRequest.CreateCryptoSession:
-            case FrontendRequest.CloseCryptoSession:
                 return fdCount == 0 ? null : $"{fdCount} fds attached, expected 0";
             default:
                 return "unknown request code";

@@ -9,6 +9,7 @@ namespace VhostCompat.IntegrationTests.Support;
 public abstract class HostileTestBase : IAsyncLifetime
 {
     private int _fdBaseline;
+    private Dictionary<string, string> _fdsAtStart = [];
     private int _guestMapBaseline;
 
     internal BackendFixture Fx { get; private set; } = null!;
@@ -22,6 +23,7 @@ public abstract class HostileTestBase : IAsyncLifetime
         Fx = CreateFixture();
         await Fx.WaitListeningAsync();
         _fdBaseline = ProcessResources.OpenFds();
+        _fdsAtStart = ProcessResources.FdTargets();
         _guestMapBaseline = ProcessResources.GuestMemoryMappings();
         Raw = await RawFrontend.ConnectAsync(Fx.SocketPath);
     }
@@ -72,7 +74,11 @@ public abstract class HostileTestBase : IAsyncLifetime
         await Raw.DisposeAsync();
         await Fx.WaitSessionsEndedAsync(1);
         int now = await ProcessResources.SettleFdsAsync(_fdBaseline);
-        now.Should().BeLessThanOrEqualTo(_fdBaseline, "every fd received was closed (log:\n" + Fx.Logs.Text + ")");
+        if (now > _fdBaseline)
+        {
+            var extra = ProcessResources.FdTargets().Where(kv => !_fdsAtStart.TryGetValue(kv.Key, out var t) || t != kv.Value).Select(kv => $"{kv.Key} -> {kv.Value}");
+            now.Should().BeLessThanOrEqualTo(_fdBaseline, "every fd received was closed; new fds: " + string.Join(", ", extra) + "\nlog:\n" + Fx.Logs.Text);
+        }
         ProcessResources.GuestMemoryMappings().Should().BeLessThanOrEqualTo(_guestMapBaseline);
     }
 
