@@ -49,7 +49,7 @@ internal sealed class BackendFixture : IAsyncDisposable
     public async Task WaitListeningAsync()
     {
         var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!File.Exists(SocketPath))
+        while (!Logs.Lines.Any(l => l.Contains("Listening for a vhost-user frontend", StringComparison.Ordinal)))
         {
             if (Run.IsCompleted)
             {
