@@ -3,32 +3,39 @@ using VhostCompat.Backend;
 using VhostCompat.Compat;
 using VhostCompat.Samples.Net;
 
-// A vhost-user-net backend following QEMU's backend-program conventions:
-//   --socket-path PATH   listen on PATH (or connect to it with --client)
-//   --fd N               use inherited socket fd N (connected or listening)
+// A vhost-user-net backend: a small L2 learning switch whose ports are vhost-user sockets.
+// Follows QEMU's backend-program conventions:
+//   --socket-path PATH   one port listening on PATH (repeat for more ports; with --client, connect instead)
+//   --fd N               one port on inherited socket fd N (connected or listening)
 //   --print-capabilities print the capability document and exit
-//   --queue-pairs N      queue pairs (default 1)
+//   --queue-pairs N      queue pairs per port (default 1)
+//   --sink               count and drop every TX frame (benchmark mode)
+//   --busy-poll          poll rings continuously instead of waiting for kicks
 //   --log-level LEVEL    Trace|Debug|Information|Warning|Error (default Debug: every request is logged)
-var options = new VhostUserBackendOptions();
+var paths = new List<string>();
+int? inheritedFd = null;
+bool client = false, printCapabilities = false, sink = false, busyPoll = false;
 int queuePairs = 1;
-bool printCapabilities = false;
 LogLevel level = LogLevel.Debug;
 for (int i = 0; i < args.Length; i++)
 {
     string a = args[i];
-    string? inline = a.Contains('=', StringComparison.Ordinal) ? a[(a.IndexOf('=', StringComparison.Ordinal) + 1)..] : null;
-    string key = inline is null ? a : a[..a.IndexOf('=', StringComparison.Ordinal)];
+    int eq = a.IndexOf('=', StringComparison.Ordinal);
+    string? inline = eq >= 0 ? a[(eq + 1)..] : null;
+    string key = eq >= 0 ? a[..eq] : a;
     string Value() => inline ?? (++i < args.Length ? args[i] : throw new ArgumentException($"{key} needs a value"));
     switch (key)
     {
-        case "--socket-path": options.SocketPath = Value(); break;
-        case "--fd": options.InheritedFd = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
-        case "--client": options.Mode = VhostUserSocketMode.Client; break;
+        case "--socket-path": paths.Add(Value()); break;
+        case "--fd": inheritedFd = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--client": client = true; break;
         case "--print-capabilities": printCapabilities = true; break;
         case "--queue-pairs": queuePairs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--sink": sink = true; break;
+        case "--busy-poll": busyPoll = true; break;
         case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
         case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--log-level LEVEL]");
+            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--sink] [--busy-poll] [--log-level LEVEL]");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {a}");
@@ -45,21 +52,19 @@ if (queuePairs is < 1 or > 127)
 using ILoggerFactory loggerFactory = LoggerFactory.Create(b => b
     .SetMinimumLevel(level)
     .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; }));
-var device = new NetDevice(queuePairs, loggerFactory.CreateLogger("VhostCompat.Samples.Net"));
+ILogger log = loggerFactory.CreateLogger("VhostCompat.Samples.Net");
 
+int ports = inheritedFd is null ? Math.Max(paths.Count, 1) : 1;
+var @switch = new L2Switch(ports);
 if (printCapabilities)
 {
-    Console.WriteLine(CapabilityDocument.Render(device, options));
+    Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log), new VhostUserBackendOptions { SocketPath = "-" }));
     return 0;
 }
 
-try
+if (paths.Count == 0 && inheritedFd is null)
 {
-    options.Validate();
-}
-catch (ArgumentException ex)
-{
-    Console.Error.WriteLine(ex.Message);
+    Console.Error.WriteLine("--socket-path or --fd is required");
     return 2;
 }
 
@@ -68,6 +73,37 @@ Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
 using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
     System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
 
-var backend = new VhostUserBackend(device, options, loggerFactory);
-await backend.RunAsync(stop.Token);
+// One worker thread for all ports: the switch writes into other ports' RX queues from a TX handler.
+using var workers = new VhostUserWorkerPool(1, busyPoll, loggerFactory);
+var runs = new List<Task>();
+for (int port = 0; port < ports; port++)
+{
+    var options = new VhostUserBackendOptions
+    {
+        SocketPath = inheritedFd is null ? paths[port] : null,
+        InheritedFd = inheritedFd,
+        Mode = client ? VhostUserSocketMode.Client : VhostUserSocketMode.Server,
+        WorkerPool = workers,
+    };
+    try
+    {
+        options.Validate();
+    }
+    catch (ArgumentException ex)
+    {
+        Console.Error.WriteLine(ex.Message);
+        return 2;
+    }
+
+    var device = new NetDevice(port, @switch, queuePairs, sink, log);
+    runs.Add(new VhostUserBackend(device, options, loggerFactory).RunAsync(stop.Token));
+}
+
+await Task.WhenAll(runs);
+for (int port = 0; port < ports; port++)
+{
+    var s = @switch.Stats[port];
+    Console.WriteLine($"port {port}: tx_packets={s.TxPackets} tx_bytes={s.TxBytes} rx_packets={s.RxPackets} rx_dropped={s.RxDropped}");
+}
+
 return 0;

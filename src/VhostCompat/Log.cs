@@ -49,4 +49,7 @@ internal static partial class Log
 
     [LoggerMessage(15, LogLevel.Warning, "Queue {Index} cannot start: {Reason}")]
     public static partial void QueueCannotStart(ILogger logger, int index, string reason);
+
+    [LoggerMessage(16, LogLevel.Error, "Queue {Index} is broken: {Reason}")]
+    public static partial void QueueBroken(ILogger logger, int index, string reason);
 }

@@ -68,6 +68,7 @@ public sealed class HandshakeTests
     {
         await fe.SetVringNumAsync(index, 128);
         await fe.SetVringBaseAsync(index, index == 1 ? 7u : 0u);
+        mem.Write(gpa + (16 * 128) + 2, [(byte)(index == 1 ? 7 : 0), 0]); // avail.idx matches the base: nothing pending
         ulong desc = mem.ToFrontendAddress(gpa);
         ulong avail = desc + (16 * 128);
         ulong used = mem.ToFrontendAddress(gpa + 0x1000);

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using VhostCompat.Interop;
 using VhostCompat.Memory;
 using VhostCompat.Protocol;
+using VhostCompat.Queues;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Backend;
@@ -36,10 +37,12 @@ internal sealed class BackendSession
     private byte _status;
     private GuestMemoryTable _memory = GuestMemoryTable.Empty;
     private FileDescriptor? _backendChannel;
+    private readonly VhostUserWorkerPool _workers;
 
-    public BackendSession(VhostUserDevice device, VhostUserBackendOptions options, ILogger logger)
+    public BackendSession(VhostUserDevice device, VhostUserBackendOptions options, VhostUserWorkerPool workers, ILogger logger)
     {
         _device = device;
+        _workers = workers;
         _options = options;
         _logger = logger;
         int queues = device.QueueCount;
@@ -502,13 +505,30 @@ internal sealed class BackendSession
 
         Log.MemoryTable(_logger, table.Count, bytes);
 
-        // Rings whose memory disappeared stop; rings that were waiting for memory may start now.
+        // Running rings move to the new table on their worker (the old mapping stays until they have);
+        // rings whose memory disappeared stop; rings that were waiting for memory may start now.
         foreach (var ring in _rings)
         {
             if (ring.Started && RingTranslationError(ring) is { } error)
             {
                 Log.QueueCannotStart(_logger, ring.Index, error);
                 StopRing(ring, "memory removed");
+            }
+            else if (ring.Started && ring.Queue is { } queue && table.TryAcquire())
+            {
+                string? moved = null;
+                ring.Worker!.Invoke(() => moved = queue.ReplaceMemory(table));
+                if (moved is null)
+                {
+                    ring.Lease?.Release();
+                    ring.Lease = table;
+                }
+                else
+                {
+                    table.Release();
+                    Log.QueueCannotStart(_logger, ring.Index, moved);
+                    StopRing(ring, "memory replaced");
+                }
             }
             else if (!ring.Started)
             {
@@ -624,16 +644,20 @@ internal sealed class BackendSession
         switch (request)
         {
             case FrontendRequest.SetVringKick:
+                // A new kick on a running ring: restart it on the new notifier.
+                StopRing(ring, "kick replaced");
                 ring.ReplaceKick(fd);
                 ring.KickSet = true;
                 ring.KickPolled = noFd;
                 TryStartRing(ring, quiet: false);
                 break;
             case FrontendRequest.SetVringCall:
+                ring.Queue?.SetCall(fd); // the worker holds a reference while signalling, so the old fd can close now
                 ring.ReplaceCall(fd);
                 ring.CallDisabled = noFd;
                 break;
             default:
+                ring.Queue?.SetErr(fd);
                 ring.ReplaceErr(fd);
                 break;
         }
@@ -660,6 +684,7 @@ internal sealed class BackendSession
         }
 
         ring.Enabled = s.Num == 1;
+        ring.Queue?.SetEnabled(ring.Enabled);
         if (ring.Started)
         {
             Log.QueueState(_logger, ring.Index, ring.Enabled ? "enabled" : "disabled", ring.Size, ring.Enabled, ring.Base);
@@ -791,9 +816,41 @@ internal sealed class BackendSession
             return;
         }
 
+        if (!_memory.TryAcquire())
+        {
+            return;
+        }
+
+        Virtqueue queue;
+        bool indirect = (_ackedFeatures & VirtioFeatureBits.IndirectDesc) != 0;
+        bool eventIndex = (_ackedFeatures & VirtioFeatureBits.EventIdx) != 0;
+        try
+        {
+            queue = PackedRing
+                ? new PackedVirtqueue(ring.Index, ring.Size, _memory, ring.Descriptor, ring.Available, ring.Used, ring.Base, indirect, eventIndex)
+                : new SplitVirtqueue(ring.Index, ring.Size, _memory, ring.Descriptor, ring.Available, ring.Used, (ushort)ring.Base, indirect, eventIndex);
+        }
+        catch (ArgumentException ex)
+        {
+            _memory.Release();
+            Log.QueueCannotStart(_logger, ring.Index, ex.Message);
+            return;
+        }
+
+        queue.SetEnabled(ring.Enabled);
+        queue.SetCall(ring.CallDisabled ? null : ring.Call);
+        queue.SetErr(ring.Err);
+        ILogger logger = _logger;
+        queue.OnBroken = (q, reason) => Log.QueueBroken(logger, q.Index, reason);
+        ring.Lease = _memory;
+        ring.Queue = queue;
+        ring.Worker = _workers.Next();
         ring.Started = true;
         Log.QueueState(_logger, ring.Index, "started", ring.Size, ring.Enabled, ring.Base);
         _device.OnQueueStateChanged(ring.Info);
+        VhostUserDevice device = _device;
+        ring.Worker.Invoke(() => device.OnQueueStarted(queue));
+        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked);
     }
 
     private void StopRing(Vring ring, string why)
@@ -803,6 +860,20 @@ internal sealed class BackendSession
             return;
         }
 
+        if (ring.Queue is { } queue && ring.Worker is { } worker)
+        {
+            // After Detach returns the worker never touches the queue (or its memory lease) again.
+            worker.Detach(ring.Binding!);
+            VhostUserDevice device = _device;
+            worker.Invoke(() => device.OnQueueStopped(queue));
+            ring.Base = queue.Base;
+        }
+
+        ring.Queue = null;
+        ring.Worker = null;
+        ring.Binding = null;
+        ring.Lease?.Release();
+        ring.Lease = null;
         ring.Started = false;
         Log.QueueState(_logger, ring.Index, $"stopped ({why})", ring.Size, ring.Enabled, ring.Base);
         _device.OnQueueStateChanged(ring.Info);

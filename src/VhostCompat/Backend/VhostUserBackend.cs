@@ -15,6 +15,7 @@ public sealed class VhostUserBackend
     private readonly VhostUserDevice _device;
     private readonly VhostUserBackendOptions _options;
     private readonly ILogger _logger;
+    private readonly ILoggerFactory _loggerFactory;
 
     /// <summary>Creates a backend. Options are validated here; <see cref="ArgumentException"/> names a bad one.</summary>
     public VhostUserBackend(VhostUserDevice device, VhostUserBackendOptions options, ILoggerFactory? loggerFactory = null)
@@ -24,7 +25,8 @@ public sealed class VhostUserBackend
         options.Validate();
         _device = device;
         _options = options;
-        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("VhostCompat.Backend");
+        _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger("VhostCompat.Backend");
     }
 
     /// <summary>Virtio features offered in GET_FEATURES (the device's plus VHOST_USER_F_PROTOCOL_FEATURES).</summary>
@@ -42,6 +44,27 @@ public sealed class VhostUserBackend
     /// frontend does; throws for local setup errors (socket path in use by a live backend, bad fd).
     /// </summary>
     public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        VhostUserWorkerPool? ownPool = null;
+        if (_options.WorkerPool is null)
+        {
+            ownPool = new VhostUserWorkerPool(_options.Workers, _options.BusyPoll, _loggerFactory);
+        }
+
+        _pool = _options.WorkerPool ?? ownPool!;
+        try
+        {
+            await RunCoreAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ownPool?.Dispose();
+        }
+    }
+
+    private VhostUserWorkerPool? _pool;
+
+    private async Task RunCoreAsync(CancellationToken cancellationToken)
     {
         if (_options.InheritedFd is int fd)
         {
@@ -199,7 +222,7 @@ public sealed class VhostUserBackend
         string reason;
         try
         {
-            var session = new BackendSession(_device, _options, _logger);
+            var session = new BackendSession(_device, _options, _pool!, _logger);
             reason = await session.RunAsync(connection, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

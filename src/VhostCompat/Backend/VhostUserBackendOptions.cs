@@ -43,6 +43,15 @@ public sealed class VhostUserBackendOptions
     /// <summary>Offer CONFIGURE_MEM_SLOTS (ADD/REM_MEM_REG). Default: true.</summary>
     public bool OfferMemorySlots { get; set; } = true;
 
+    /// <summary>Data-path threads to run queues on; shared between backends when set. When null the backend creates its own pool of <see cref="Workers"/> threads.</summary>
+    public VhostUserWorkerPool? WorkerPool { get; set; }
+
+    /// <summary>Worker threads of the backend's own pool (when <see cref="WorkerPool"/> is null). Default 1.</summary>
+    public int Workers { get; set; } = 1;
+
+    /// <summary>Busy-poll rings instead of waiting for kicks (own pool only): lowest latency, one core per worker.</summary>
+    public bool BusyPoll { get; set; }
+
     /// <summary>Validates the options; throws <see cref="ArgumentException"/> naming the bad setting.</summary>
     public void Validate()
     {
@@ -59,6 +68,11 @@ public sealed class VhostUserBackendOptions
         if (MaxMemorySlots is < 1 or > 509)
         {
             throw new ArgumentException($"MaxMemorySlots {MaxMemorySlots} outside 1..509", nameof(MaxMemorySlots));
+        }
+
+        if (Workers is < 1 or > 64)
+        {
+            throw new ArgumentException($"Workers {Workers} outside 1..64", nameof(Workers));
         }
 
         if (MessageTimeout <= TimeSpan.Zero || ReconnectInitialDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectInitialDelay)

@@ -1,4 +1,5 @@
 using VhostCompat.Protocol;
+using VhostCompat.Queues;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Backend;
@@ -66,6 +67,26 @@ public abstract class VhostUserDevice
 
     /// <summary>Called when a queue starts (it has memory, addresses, size and a kick) and stops (GET_VRING_BASE, reset, disconnect).</summary>
     public virtual void OnQueueStateChanged(VirtqueueInfo queue)
+    {
+    }
+
+    /// <summary>
+    /// The data path: called on the queue's worker thread when the driver kicked the queue (or, for
+    /// polled queues, repeatedly). Pop chains with <see cref="Virtqueue.TryPop"/>, process them and
+    /// <see cref="Virtqueue.Push"/> them; the SDK notifies the guest afterwards. Must not block.
+    /// Exceptions are logged and do not stop other queues.
+    /// </summary>
+    public virtual void OnQueueKicked(Virtqueue queue)
+    {
+    }
+
+    /// <summary>Called on the queue's worker thread when a queue starts, before its first kick; keep the reference to use the queue from other handlers on the same worker.</summary>
+    public virtual void OnQueueStarted(Virtqueue queue)
+    {
+    }
+
+    /// <summary>Called on the queue's worker thread when a queue stops; the reference must not be used afterwards.</summary>
+    public virtual void OnQueueStopped(Virtqueue queue)
     {
     }
 

@@ -1,4 +1,6 @@
 using VhostCompat.Interop;
+using VhostCompat.Memory;
+using VhostCompat.Queues;
 
 namespace VhostCompat.Backend;
 
@@ -40,6 +42,16 @@ internal sealed class Vring
     public bool Enabled { get; set; }
 
     public bool Started { get; set; }
+
+    /// <summary>The running queue while started.</summary>
+    public Virtqueue? Queue { get; set; }
+
+    public VirtqueueWorker? Worker { get; set; }
+
+    public object? Binding { get; set; }
+
+    /// <summary>The memory table reference the running queue uses.</summary>
+    public GuestMemoryTable? Lease { get; set; }
 
     public VirtqueueInfo Info => new(Index, Size, Started, Enabled, Base);
 

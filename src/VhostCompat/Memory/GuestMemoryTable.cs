@@ -101,6 +101,63 @@ internal sealed class GuestMemoryTable
         return false;
     }
 
+    /// <summary>
+    /// Translates a guest physical range that may span adjacent regions, calling <paramref name="segment"/>
+    /// for each piece in order. Returns false (after possibly some calls) if any byte is unmapped or the
+    /// range wraps; callers treat that as a guest error.
+    /// </summary>
+    public bool TryTranslateGuestPhysicalPieces<TState>(ulong gpa, ulong length, ref TState state, SegmentSink<TState> segment)
+        where TState : allows ref struct
+    {
+        if (length == 0)
+        {
+            return true;
+        }
+
+        if (gpa > ulong.MaxValue - (length - 1))
+        {
+            return false;
+        }
+
+        while (length > 0)
+        {
+            GuestMemoryRegion? region = FindGuestPhysical(gpa);
+            if (region is null)
+            {
+                return false;
+            }
+
+            ulong offset = gpa - region.GuestPhysicalAddress;
+            ulong piece = Math.Min(length, region.Size - offset);
+            if (!segment(ref state, region.Base + (nint)offset, piece))
+            {
+                return false;
+            }
+
+            gpa += piece;
+            length -= piece;
+        }
+
+        return true;
+    }
+
+    /// <summary>Receives one translated piece; return false to abort.</summary>
+    public delegate bool SegmentSink<TState>(ref TState state, nint host, ulong length)
+        where TState : allows ref struct;
+
+    private GuestMemoryRegion? FindGuestPhysical(ulong gpa)
+    {
+        foreach (var r in _regions)
+        {
+            if (gpa >= r.GuestPhysicalAddress && gpa - r.GuestPhysicalAddress < r.Size)
+            {
+                return r;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Converts a frontend virtual address to a guest physical one (used for dirty logging).</summary>
     public bool TryFrontendVirtualToGuestPhysical(ulong address, out ulong gpa)
     {

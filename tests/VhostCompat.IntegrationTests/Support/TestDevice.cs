@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using VhostCompat.Backend;
 using VhostCompat.Protocol;
+using VhostCompat.Queues;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.IntegrationTests.Support;
@@ -67,6 +68,26 @@ internal sealed class TestDevice : VhostUserDevice
     public override void OnStatusChanged(DeviceStatus status) => StatusEvents.Enqueue(status);
 
     public override void OnQueueStateChanged(VirtqueueInfo queue) => QueueEvents.Enqueue(queue);
+
+    /// <summary>Echo service: each chain's readable bytes are written back reversed into its writable part.</summary>
+    public override void OnQueueKicked(Virtqueue queue)
+    {
+        Span<byte> buffer = stackalloc byte[4096];
+        while (queue.TryPop(out DescriptorChain? chain))
+        {
+            int n = chain.ReadReadable(0, buffer);
+            buffer[..n].Reverse();
+            int written = chain.WriteWritable(0, buffer[..n]);
+            queue.Push(chain, written);
+        }
+
+        if (queue.IsBroken)
+        {
+            BrokenQueues.Enqueue(queue.BrokenReason!);
+        }
+    }
+
+    public ConcurrentQueue<string> BrokenQueues { get; } = new();
 
     public override void OnDisconnected() => Interlocked.Increment(ref Disconnects);
 }

@@ -1,0 +1,158 @@
+using System.Buffers.Binary;
+using VhostCompat.Queues;
+
+namespace VhostCompat.Samples.Net;
+
+/// <summary>
+/// A small learning switch between vhost-user ports. All ports share one worker thread, so every
+/// method here runs on that thread and needs no locking.
+/// </summary>
+internal sealed class L2Switch
+{
+    private const int NetHeaderLength = 12; // virtio_net_hdr_v1 (VERSION_1 or MRG_RXBUF)
+    private readonly Dictionary<ulong, int> _macTable = [];
+    private readonly Virtqueue?[] _rx;
+    private readonly byte[] _header = new byte[NetHeaderLength];
+
+    public L2Switch(int ports)
+    {
+        _rx = new Virtqueue?[ports];
+        Stats = new PortStats[ports];
+        for (int i = 0; i < ports; i++)
+        {
+            Stats[i] = new PortStats();
+        }
+    }
+
+    public PortStats[] Stats { get; }
+
+    public int Ports => _rx.Length;
+
+    public sealed class PortStats
+    {
+        public long TxPackets;
+        public long TxBytes;
+        public long RxPackets;
+        public long RxDropped;
+    }
+
+    public void SetRx(int port, Virtqueue? queue) => _rx[port] = queue;
+
+    /// <summary>A frame sent by the guest on <paramref name="port"/>: learn its source, deliver or flood it.</summary>
+    public void Forward(int port, ReadOnlySpan<byte> frame)
+    {
+        if (frame.Length < 14)
+        {
+            return;
+        }
+
+        ulong src = Mac(frame[6..12]);
+        if ((frame[6] & 1) == 0)
+        {
+            _macTable[src] = port;
+        }
+
+        bool multicast = (frame[0] & 1) != 0;
+        if (!multicast && _macTable.TryGetValue(Mac(frame[..6]), out int target))
+        {
+            if (target != port)
+            {
+                Deliver(target, frame);
+            }
+
+            return;
+        }
+
+        for (int p = 0; p < _rx.Length; p++)
+        {
+            if (p != port)
+            {
+                Deliver(p, frame);
+            }
+        }
+    }
+
+    private static ulong Mac(ReadOnlySpan<byte> mac) =>
+        ((ulong)BinaryPrimitives.ReadUInt16BigEndian(mac) << 32) | BinaryPrimitives.ReadUInt32BigEndian(mac[2..]);
+
+    /// <summary>Copies a frame into the guest's RX buffers on <paramref name="port"/>, merging buffers when needed.</summary>
+    private void Deliver(int port, ReadOnlySpan<byte> frame)
+    {
+        Virtqueue? rx = _rx[port];
+        PortStats stats = Stats[port];
+        if (rx is null || !rx.IsEnabled || rx.IsBroken)
+        {
+            stats.RxDropped++;
+            return;
+        }
+
+        int total = NetHeaderLength + frame.Length;
+        if (!rx.TryPop(out DescriptorChain? first))
+        {
+            stats.RxDropped++;
+            return;
+        }
+
+        // Most guests post buffers larger than a frame: one chain, num_buffers = 1.
+        if (first.WritableLength >= total)
+        {
+            WriteHeader(1);
+            first.WriteWritable(0, _header);
+            first.WriteWritable(NetHeaderLength, frame);
+            rx.Push(first, total);
+            rx.NotifyGuest();
+            stats.RxPackets++;
+            return;
+        }
+
+        // Mergeable RX buffers: spread the frame over several chains (num_buffers in the first header).
+        int offset = 0;
+        int buffers = 0;
+        DescriptorChain? chain = first;
+        DescriptorChain? head = first;
+        int headWritten = 0;
+        while (chain is not null && offset < frame.Length)
+        {
+            int room = chain.WritableLength - (buffers == 0 ? NetHeaderLength : 0);
+            if (room <= 0)
+            {
+                rx.Push(chain, 0);
+                break;
+            }
+
+            int n = Math.Min(room, frame.Length - offset);
+            int written = chain.WriteWritable(buffers == 0 ? NetHeaderLength : 0, frame.Slice(offset, n));
+            offset += written;
+            buffers++;
+            if (buffers == 1)
+            {
+                headWritten = NetHeaderLength + written;
+            }
+            else
+            {
+                rx.Push(chain, written);
+            }
+
+            chain = offset < frame.Length && rx.TryPop(out DescriptorChain? next) ? next : null;
+        }
+
+        WriteHeader((ushort)buffers);
+        head.WriteWritable(0, _header);
+        rx.Push(head, headWritten);
+        rx.NotifyGuest();
+        if (offset < frame.Length)
+        {
+            stats.RxDropped++; // ran out of buffers: the guest sees a short frame and drops it
+        }
+        else
+        {
+            stats.RxPackets++;
+        }
+    }
+
+    private void WriteHeader(ushort buffers)
+    {
+        Array.Clear(_header);
+        BinaryPrimitives.WriteUInt16LittleEndian(_header.AsSpan(10), buffers);
+    }
+}

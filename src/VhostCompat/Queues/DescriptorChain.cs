@@ -1,0 +1,134 @@
+namespace VhostCompat.Queues;
+
+/// <summary>
+/// One buffer the driver made available: its device-readable part followed by its device-writable
+/// part, already validated and translated into this process's mapping of guest memory. Chain
+/// objects are pooled per queue (one per head index), so popping allocates nothing in steady state;
+/// a chain is valid until it is pushed back with <see cref="Virtqueue.Push"/>.
+/// </summary>
+public sealed class DescriptorChain
+{
+    private Segment[] _segments = new Segment[8];
+    private int _count;
+
+    internal DescriptorChain()
+    {
+    }
+
+    /// <summary>Index of the chain's head descriptor (the id reported in the used ring).</summary>
+    public ushort Head { get; internal set; }
+
+    /// <summary>Total bytes the device may read.</summary>
+    public int ReadableLength { get; private set; }
+
+    /// <summary>Total bytes the device may write.</summary>
+    public int WritableLength { get; private set; }
+
+    /// <summary>Packed rings: how many descriptor slots the chain occupied.</summary>
+    internal int DescriptorSlots { get; set; }
+
+    /// <summary>Packed rings: the buffer id from the last descriptor of the chain.</summary>
+    internal ushort BufferId { get; set; }
+
+    internal bool InFlight { get; set; }
+
+    internal void Reset()
+    {
+        _count = 0;
+        ReadableLength = 0;
+        WritableLength = 0;
+        DescriptorSlots = 0;
+    }
+
+    /// <summary>Adds a translated piece; returns false if the totals would overflow.</summary>
+    internal bool Add(nint address, ulong length, bool writable)
+    {
+        if (length == 0)
+        {
+            return true;
+        }
+
+        long total = (long)(writable ? WritableLength : ReadableLength) + (long)length;
+        if (length > int.MaxValue || total > int.MaxValue)
+        {
+            return false;
+        }
+
+        if (_count == _segments.Length)
+        {
+            Array.Resize(ref _segments, _segments.Length * 2);
+        }
+
+        _segments[_count++] = new Segment(address, (int)length, writable);
+        if (writable)
+        {
+            WritableLength = (int)total;
+        }
+        else
+        {
+            ReadableLength = (int)total;
+        }
+
+        return true;
+    }
+
+    /// <summary>Copies device-readable bytes, starting <paramref name="offset"/> bytes into the readable part, into <paramref name="destination"/>. Returns the number copied.</summary>
+    public unsafe int ReadReadable(int offset, Span<byte> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        int copied = 0;
+        int skip = offset;
+        for (int i = 0; i < _count && copied < destination.Length; i++)
+        {
+            ref readonly Segment s = ref _segments[i];
+            if (s.Writable)
+            {
+                break;
+            }
+
+            if (skip >= s.Length)
+            {
+                skip -= s.Length;
+                continue;
+            }
+
+            int n = Math.Min(s.Length - skip, destination.Length - copied);
+            new ReadOnlySpan<byte>((byte*)s.Address + skip, n).CopyTo(destination.Slice(copied, n));
+            copied += n;
+            skip = 0;
+        }
+
+        return copied;
+    }
+
+    /// <summary>Copies <paramref name="source"/> into the device-writable part, starting <paramref name="offset"/> bytes into it. Returns the number written (never beyond the writable part).</summary>
+    public unsafe int WriteWritable(int offset, ReadOnlySpan<byte> source)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        int written = 0;
+        int skip = offset;
+        for (int i = 0; i < _count && written < source.Length; i++)
+        {
+            ref readonly Segment s = ref _segments[i];
+            if (!s.Writable)
+            {
+                continue;
+            }
+
+            if (skip >= s.Length)
+            {
+                skip -= s.Length;
+                continue;
+            }
+
+            int n = Math.Min(s.Length - skip, source.Length - written);
+            source.Slice(written, n).CopyTo(new Span<byte>((byte*)s.Address + skip, n));
+            written += n;
+            skip = 0;
+        }
+
+        return written;
+    }
+
+    private readonly record struct Segment(nint Address, int Length, bool Writable);
+}

@@ -1,0 +1,348 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using VhostCompat.Memory;
+
+namespace VhostCompat.Queues;
+
+/// <summary>
+/// A packed virtqueue: one descriptor ring shared by driver and device, plus the driver and device
+/// event suppression areas. Wrap counters start at 1 and flip each time an index passes the ring size.
+/// </summary>
+internal sealed unsafe class PackedVirtqueue : Virtqueue
+{
+    private readonly ulong _ringAddress;
+    private readonly ulong _driverAreaAddress;
+    private readonly ulong _deviceAreaAddress;
+    private byte* _ring;
+    private byte* _driverArea;
+    private byte* _deviceArea;
+    private int _lastAvail;
+    private bool _availWrap;
+    private int _usedIndex;
+    private bool _usedWrap;
+    private int _signalledUsed;
+    private bool _signalledWrap;
+    private bool _pendingSignal;
+
+    public PackedVirtqueue(int index, int size, GuestMemoryTable memory, ulong ring, ulong driverArea, ulong deviceArea, uint @base, bool indirect, bool eventIndex)
+        : base(index, size, memory, indirect, eventIndex)
+    {
+        _ringAddress = ring;
+        _driverAreaAddress = driverArea;
+        _deviceAreaAddress = deviceArea;
+        _lastAvail = (int)(@base & 0x7FFF);
+        _availWrap = (@base & 0x8000) != 0;
+        if ((@base >> 16) == 0)
+        {
+            // DPDK 22.11 sends only the avail half; its own backend then sets used = avail.
+            _usedIndex = _lastAvail;
+            _usedWrap = _availWrap;
+        }
+        else
+        {
+            _usedIndex = (int)((@base >> 16) & 0x7FFF);
+            _usedWrap = (@base & 0x8000_0000) != 0;
+        }
+
+        if (_lastAvail >= size || _usedIndex >= size)
+        {
+            throw new ArgumentException($"queue {index}: ring base 0x{@base:x} outside the ring of {size}");
+        }
+
+        _signalledUsed = _usedIndex;
+        _signalledWrap = _usedWrap;
+        if (Translate(memory) is { } error)
+        {
+            throw new ArgumentException(error);
+        }
+    }
+
+    internal override uint Base =>
+        (uint)_lastAvail | (_availWrap ? 0x8000u : 0) | ((uint)_usedIndex << 16) | (_usedWrap ? 0x8000_0000u : 0);
+
+    internal override string? Translate(GuestMemoryTable table)
+    {
+        if (!table.TryTranslateFrontendVirtual(_ringAddress, (ulong)Size * QueueLayout.DescriptorSize, out nint r)
+            || !table.TryTranslateFrontendVirtual(_driverAreaAddress, 4, out nint drv)
+            || !table.TryTranslateFrontendVirtual(_deviceAreaAddress, 4, out nint dev))
+        {
+            return $"queue {Index}: packed ring structures are not inside guest memory";
+        }
+
+        _ring = (byte*)r;
+        _driverArea = (byte*)drv;
+        _deviceArea = (byte*)dev;
+        return null;
+    }
+
+    private bool IsAvailable(int slot, bool wrap)
+    {
+        ushort flags = Volatile.Read(ref *(ushort*)(_ring + (slot * QueueLayout.DescriptorSize) + 14));
+        bool avail = (flags & QueueLayout.PackedFlagAvail) != 0;
+        bool used = (flags & QueueLayout.PackedFlagUsed) != 0;
+        return avail == wrap && used != wrap;
+    }
+
+    private protected override bool PopCore([NotNullWhen(true)] out DescriptorChain? chain)
+    {
+        chain = null;
+        if (!IsAvailable(_lastAvail, _availWrap))
+        {
+            return false;
+        }
+
+        // The chain object is chosen after the walk (by buffer id); walk into a scratch-free path:
+        // read the first descriptor's id to pick the pooled chain, then validate the whole chain.
+        int slot = _lastAvail;
+        bool sawWritable = false;
+        int slots = 0;
+        DescriptorChain? c = null;
+        ushort bufferId = 0;
+        while (true)
+        {
+            if (++slots > Size)
+            {
+                return Break($"queue {Index}: packed chain at slot {_lastAvail} is longer than the ring");
+            }
+
+            byte* d = _ring + (slot * QueueLayout.DescriptorSize);
+            ulong addr = Unsafe.ReadUnaligned<ulong>(d);
+            uint len = Unsafe.ReadUnaligned<uint>(d + 8);
+            bufferId = Unsafe.ReadUnaligned<ushort>(d + 12);
+            ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
+            if (bufferId >= Size)
+            {
+                return Break($"queue {Index}: buffer id {bufferId} outside the ring of {Size}");
+            }
+
+            if (c is null)
+            {
+                c = ChainFor(bufferId);
+                if (c.InFlight)
+                {
+                    return Break($"queue {Index}: buffer id {bufferId} reused while in flight");
+                }
+
+                c.Reset();
+            }
+
+            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            {
+                if (!Indirect || (flags & QueueLayout.DescFlagNext) != 0 || slots != 1)
+                {
+                    return Break($"queue {Index}: invalid indirect descriptor at slot {slot}");
+                }
+
+                if (!WalkIndirect(c, addr, len))
+                {
+                    return false;
+                }
+
+                break;
+            }
+
+            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            if (!writable && sawWritable)
+            {
+                return Break($"queue {Index}: device-readable descriptor after a device-writable one at slot {slot}");
+            }
+
+            sawWritable |= writable;
+            if (!AddBuffer(c, addr, len, writable))
+            {
+                return Break($"queue {Index}: buffer 0x{addr:x}+{len} at slot {slot} is not inside guest memory");
+            }
+
+            if ((flags & QueueLayout.DescFlagNext) == 0)
+            {
+                break;
+            }
+
+            slot = slot + 1 == Size ? 0 : slot + 1;
+        }
+
+        // The buffer id that identifies the chain is the last descriptor's; re-home the chain if it differs.
+        if (ChainFor(bufferId) != c)
+        {
+            DescriptorChain target = ChainFor(bufferId);
+            if (target.InFlight)
+            {
+                return Break($"queue {Index}: buffer id {bufferId} reused while in flight");
+            }
+
+            // Rare: first and last ids differ. Walk again into the right pooled object.
+            return Rewalk(target, out chain);
+        }
+
+        Finish(c, bufferId, slots);
+        chain = c;
+        return true;
+    }
+
+    private bool Rewalk(DescriptorChain target, [NotNullWhen(true)] out DescriptorChain? chain)
+    {
+        chain = null;
+        target.Reset();
+        int slot = _lastAvail;
+        int slots = 0;
+        ushort bufferId;
+        while (true)
+        {
+            slots++;
+            byte* d = _ring + (slot * QueueLayout.DescriptorSize);
+            ulong addr = Unsafe.ReadUnaligned<ulong>(d);
+            uint len = Unsafe.ReadUnaligned<uint>(d + 8);
+            bufferId = Unsafe.ReadUnaligned<ushort>(d + 12);
+            ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
+            if (slots > Size || !AddBuffer(target, addr, len, (flags & QueueLayout.DescFlagWrite) != 0))
+            {
+                return Break($"queue {Index}: packed chain changed while being read");
+            }
+
+            if ((flags & QueueLayout.DescFlagNext) == 0)
+            {
+                break;
+            }
+
+            slot = slot + 1 == Size ? 0 : slot + 1;
+        }
+
+        if (ChainFor(bufferId) != target)
+        {
+            return Break($"queue {Index}: packed chain changed while being read");
+        }
+
+        Finish(target, bufferId, slots);
+        chain = target;
+        return true;
+    }
+
+    private void Finish(DescriptorChain c, ushort bufferId, int slots)
+    {
+        c.Head = bufferId;
+        c.BufferId = bufferId;
+        c.DescriptorSlots = slots;
+        c.InFlight = true;
+        _lastAvail += slots;
+        if (_lastAvail >= Size)
+        {
+            _lastAvail -= Size;
+            _availWrap = !_availWrap;
+        }
+    }
+
+    private bool WalkIndirect(DescriptorChain c, ulong addr, uint len)
+    {
+        if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > QueueLayout.MaxIndirectEntries)
+        {
+            return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16");
+        }
+
+        if (!Memory.TryTranslateGuestPhysical(addr, len, out nint t))
+        {
+            return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside one guest memory region");
+        }
+
+        byte* table = (byte*)t;
+        bool sawWritable = false;
+        for (int i = 0; i < len / QueueLayout.DescriptorSize; i++)
+        {
+            byte* d = table + (i * QueueLayout.DescriptorSize);
+            ulong a = Unsafe.ReadUnaligned<ulong>(d);
+            uint l = Unsafe.ReadUnaligned<uint>(d + 8);
+            ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
+            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            {
+                return Break($"queue {Index}: nested indirect descriptor");
+            }
+
+            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            if (!writable && sawWritable)
+            {
+                return Break($"queue {Index}: device-readable descriptor after a device-writable one in an indirect table");
+            }
+
+            sawWritable |= writable;
+            if (!AddBuffer(c, a, l, writable))
+            {
+                return Break($"queue {Index}: indirect buffer 0x{a:x}+{l} is not inside guest memory");
+            }
+        }
+
+        return true;
+    }
+
+    private protected override void PushCore(DescriptorChain chain, uint length)
+    {
+        byte* d = _ring + (_usedIndex * QueueLayout.DescriptorSize);
+        Unsafe.WriteUnaligned(d + 8, length);
+        Unsafe.WriteUnaligned(d + 12, chain.BufferId);
+        ushort flags = (ushort)((_usedWrap ? QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed : 0) | (length > 0 ? QueueLayout.DescFlagWrite : 0));
+        Volatile.Write(ref *(ushort*)(d + 14), flags); // release: id and len are visible first
+        _usedIndex += chain.DescriptorSlots;
+        if (_usedIndex >= Size)
+        {
+            _usedIndex -= Size;
+            _usedWrap = !_usedWrap;
+        }
+
+        _pendingSignal = true;
+    }
+
+    internal override bool PrepareToSleep()
+    {
+        if (IsBroken)
+        {
+            return false;
+        }
+
+        // Device area flags = ENABLE: the driver should kick for new buffers.
+        Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventEnable);
+        Interlocked.MemoryBarrier();
+        return IsAvailable(_lastAvail, _availWrap);
+    }
+
+    private protected override bool ShouldNotify()
+    {
+        if (!_pendingSignal)
+        {
+            return false;
+        }
+
+        Interlocked.MemoryBarrier();
+        ushort offWrap = Volatile.Read(ref *(ushort*)_driverArea);
+        ushort flags = Volatile.Read(ref *(ushort*)(_driverArea + 2));
+        bool need;
+        if (flags == QueueLayout.PackedEventDisable)
+        {
+            need = false;
+        }
+        else if (flags == QueueLayout.PackedEventDesc && EventIndex)
+        {
+            int eventOffset = offWrap & 0x7FFF;
+            bool eventWrap = (offWrap & 0x8000) != 0;
+            int newIndex = _usedIndex;
+            int oldIndex = _signalledUsed;
+            if (_usedWrap != _signalledWrap)
+            {
+                newIndex += Size;
+            }
+
+            if (eventWrap != _signalledWrap)
+            {
+                eventOffset += Size;
+            }
+
+            need = QueueLayout.NeedEvent((ushort)eventOffset, (ushort)newIndex, (ushort)oldIndex);
+        }
+        else
+        {
+            need = true;
+        }
+
+        _pendingSignal = false;
+        _signalledUsed = _usedIndex;
+        _signalledWrap = _usedWrap;
+        return need;
+    }
+}

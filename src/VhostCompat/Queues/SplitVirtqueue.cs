@@ -1,0 +1,228 @@
+using System.Buffers.Binary;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using VhostCompat.Memory;
+
+namespace VhostCompat.Queues;
+
+/// <summary>A split virtqueue: descriptor table, available ring (driver), used ring (device).</summary>
+internal sealed unsafe class SplitVirtqueue : Virtqueue
+{
+    private readonly ulong _descAddress;
+    private readonly ulong _availAddress;
+    private readonly ulong _usedAddress;
+    private byte* _desc;
+    private byte* _avail;
+    private byte* _used;
+    private ushort _lastAvail;
+    private ushort _usedIndex;
+    private ushort _signalledUsed;
+    private bool _pendingSignal;
+
+    public SplitVirtqueue(int index, int size, GuestMemoryTable memory, ulong desc, ulong avail, ulong used, ushort nextAvail, bool indirect, bool eventIndex)
+        : base(index, size, memory, indirect, eventIndex)
+    {
+        _descAddress = desc;
+        _availAddress = avail;
+        _usedAddress = used;
+        _lastAvail = nextAvail;
+        if (Translate(memory) is { } error)
+        {
+            throw new ArgumentException(error);
+        }
+
+        _usedIndex = Volatile.Read(ref *(ushort*)(_used + 2));
+        _signalledUsed = _usedIndex;
+    }
+
+    internal override uint Base => _lastAvail;
+
+    internal override string? Translate(GuestMemoryTable table)
+    {
+        if (!table.TryTranslateFrontendVirtual(_descAddress, (ulong)Size * QueueLayout.DescriptorSize, out nint d)
+            || !table.TryTranslateFrontendVirtual(_availAddress, QueueLayout.SplitAvailBytes(Size), out nint a)
+            || !table.TryTranslateFrontendVirtual(_usedAddress, QueueLayout.SplitUsedBytes(Size), out nint u))
+        {
+            return $"queue {Index}: ring structures are not inside guest memory";
+        }
+
+        _desc = (byte*)d;
+        _avail = (byte*)a;
+        _used = (byte*)u;
+        return null;
+    }
+
+    private ushort AvailIndex => Volatile.Read(ref *(ushort*)(_avail + 2));
+
+    private protected override bool PopCore([NotNullWhen(true)] out DescriptorChain? chain)
+    {
+        chain = null;
+        ushort availIndex = AvailIndex; // acquire: ring entries are read after the index
+        ushort pending = (ushort)(availIndex - _lastAvail);
+        if (pending == 0)
+        {
+            return false;
+        }
+
+        if (pending > Size)
+        {
+            return Break($"queue {Index}: avail index {availIndex} is {pending} entries ahead of {_lastAvail}, more than the ring size {Size}");
+        }
+
+        ushort head = Unsafe.ReadUnaligned<ushort>(_avail + 4 + (2 * (_lastAvail % Size)));
+        if (head >= Size)
+        {
+            return Break($"queue {Index}: head index {head} outside the ring of {Size}");
+        }
+
+        DescriptorChain c = ChainFor(head);
+        if (c.InFlight)
+        {
+            return Break($"queue {Index}: head {head} made available again while still in flight");
+        }
+
+        c.Reset();
+        c.Head = head;
+        if (!Walk(c, head))
+        {
+            return false;
+        }
+
+        _lastAvail++;
+        c.InFlight = true;
+        chain = c;
+        return true;
+    }
+
+    private bool Walk(DescriptorChain chain, ushort head)
+    {
+        byte* table = _desc;
+        int tableSize = Size;
+        int index = head;
+        int count = 0;
+        bool indirect = false;
+        bool sawWritable = false;
+        while (true)
+        {
+            if (++count > tableSize)
+            {
+                return Break($"queue {Index}: descriptor chain from head {head} is longer than its table ({tableSize}) — a loop");
+            }
+
+            byte* d = table + (index * QueueLayout.DescriptorSize);
+            ulong addr = Unsafe.ReadUnaligned<ulong>(d);
+            uint len = Unsafe.ReadUnaligned<uint>(d + 8);
+            ushort flags = Unsafe.ReadUnaligned<ushort>(d + 12);
+            ushort next = Unsafe.ReadUnaligned<ushort>(d + 14);
+            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            {
+                if (indirect)
+                {
+                    return Break($"queue {Index}: nested indirect descriptor in chain {head}");
+                }
+
+                if (!Indirect)
+                {
+                    return Break($"queue {Index}: indirect descriptor without INDIRECT_DESC negotiated");
+                }
+
+                if ((flags & QueueLayout.DescFlagNext) != 0)
+                {
+                    return Break($"queue {Index}: indirect descriptor combined with NEXT in chain {head}");
+                }
+
+                if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > QueueLayout.MaxIndirectEntries)
+                {
+                    return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {QueueLayout.MaxIndirectEntries} entries");
+                }
+
+                if (!Memory.TryTranslateGuestPhysical(addr, len, out nint t))
+                {
+                    return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside one guest memory region");
+                }
+
+                table = (byte*)t;
+                tableSize = (int)(len / QueueLayout.DescriptorSize);
+                indirect = true;
+                index = 0;
+                count = 0;
+                continue;
+            }
+
+            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            if (!writable && sawWritable)
+            {
+                return Break($"queue {Index}: device-readable descriptor after a device-writable one in chain {head}");
+            }
+
+            sawWritable |= writable;
+            if (!AddBuffer(chain, addr, len, writable))
+            {
+                return Break($"queue {Index}: buffer 0x{addr:x}+{len} in chain {head} is not inside guest memory (or the chain exceeds 2 GiB)");
+            }
+
+            if ((flags & QueueLayout.DescFlagNext) == 0)
+            {
+                return true;
+            }
+
+            if (next >= tableSize)
+            {
+                return Break($"queue {Index}: next index {next} outside the table of {tableSize} in chain {head}");
+            }
+
+            index = next;
+        }
+    }
+
+    private protected override void PushCore(DescriptorChain chain, uint length)
+    {
+        byte* element = _used + 4 + (8 * (_usedIndex % Size));
+        BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element, 4), chain.Head);
+        BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element + 4, 4), length);
+        _usedIndex++;
+        Volatile.Write(ref *(ushort*)(_used + 2), _usedIndex); // release: the element is visible first
+        _pendingSignal = true;
+    }
+
+    internal override bool PrepareToSleep()
+    {
+        if (IsBroken)
+        {
+            return false;
+        }
+
+        if (EventIndex)
+        {
+            // avail_event lives after the used ring: "kick me when you pass this index".
+            Volatile.Write(ref *(ushort*)(_used + 4 + (8 * Size)), _lastAvail);
+        }
+
+        Interlocked.MemoryBarrier();
+        return AvailIndex != _lastAvail;
+    }
+
+    private protected override bool ShouldNotify()
+    {
+        if (!_pendingSignal)
+        {
+            return false;
+        }
+
+        Interlocked.MemoryBarrier();
+        bool need;
+        if (EventIndex)
+        {
+            ushort usedEvent = Volatile.Read(ref *(ushort*)(_avail + 4 + (2 * Size)));
+            need = QueueLayout.NeedEvent(usedEvent, _usedIndex, _signalledUsed);
+        }
+        else
+        {
+            need = (Volatile.Read(ref *(ushort*)_avail) & QueueLayout.AvailFlagNoInterrupt) == 0;
+        }
+
+        _pendingSignal = false;
+        _signalledUsed = _usedIndex;
+        return need;
+    }
+}

@@ -1,0 +1,202 @@
+using System.Diagnostics.CodeAnalysis;
+using VhostCompat.Interop;
+using VhostCompat.Memory;
+
+namespace VhostCompat.Queues;
+
+/// <summary>
+/// A running virtqueue as the device sees it: pop validated descriptor chains, read and write
+/// their buffers, push them back as used. Every value the guest wrote is checked; a violation
+/// marks the queue broken (logged, error fd signalled, no further access to the ring) while the
+/// process and every other queue keep running. Methods must be called from the queue's worker
+/// thread (inside <c>VhostUserDevice.OnQueueKicked</c>) or from code serialised with it.
+/// </summary>
+public abstract class Virtqueue
+{
+    private readonly DescriptorChain[] _chains;
+    private GuestMemoryTable _memory;
+    private FileDescriptor? _call;
+    private FileDescriptor? _err;
+    private volatile bool _enabled;
+
+    private protected Virtqueue(int index, int size, GuestMemoryTable memory, bool indirect, bool eventIndex)
+    {
+        Index = index;
+        Size = size;
+        _memory = memory;
+        Indirect = indirect;
+        EventIndex = eventIndex;
+        _chains = new DescriptorChain[size];
+        for (int i = 0; i < size; i++)
+        {
+            _chains[i] = new DescriptorChain();
+        }
+    }
+
+    /// <summary>The queue index (net: RX = 2·pair, TX = 2·pair + 1).</summary>
+    public int Index { get; }
+
+    /// <summary>Ring size negotiated with SET_VRING_NUM.</summary>
+    public int Size { get; }
+
+    /// <summary>
+    /// False while the frontend has the ring disabled (SET_VRING_ENABLE 0): the device must then
+    /// process without side effects (net: consume and drop TX, never fill RX).
+    /// </summary>
+    public bool IsEnabled => _enabled;
+
+    /// <summary>True once a guest violation stopped the queue; it stays so until the frontend resets it.</summary>
+    public bool IsBroken => BrokenReason is not null;
+
+    /// <summary>Why the queue broke, or null.</summary>
+    public string? BrokenReason { get; private set; }
+
+    /// <summary>Chains pushed since the queue started (a running counter for metrics and tests).</summary>
+    public long CompletedChains { get; private set; }
+
+    private protected bool Indirect { get; }
+
+    private protected bool EventIndex { get; }
+
+    private protected GuestMemoryTable Memory => _memory;
+
+    internal Action<Virtqueue, string>? OnBroken { get; set; }
+
+    /// <summary>Pops the next available chain; false when none is available (or the queue is broken).</summary>
+    public bool TryPop([NotNullWhen(true)] out DescriptorChain? chain)
+    {
+        chain = null;
+        if (IsBroken)
+        {
+            return false;
+        }
+
+        return PopCore(out chain);
+    }
+
+    /// <summary>Returns a chain to the driver as used, with the number of bytes the device wrote into it.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="writtenLength"/> is negative or exceeds the chain's writable length.</exception>
+    /// <exception cref="InvalidOperationException">The chain was not popped from this queue or was already pushed.</exception>
+    public void Push(DescriptorChain chain, int writtenLength)
+    {
+        ArgumentNullException.ThrowIfNull(chain);
+        if (writtenLength < 0 || writtenLength > chain.WritableLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(writtenLength), $"{writtenLength} outside 0..{chain.WritableLength}");
+        }
+
+        if (!chain.InFlight || chain.Head >= Size || !ReferenceEquals(_chains[chain.Head], chain))
+        {
+            throw new InvalidOperationException("the chain is not in flight on this queue");
+        }
+
+        chain.InFlight = false;
+        if (IsBroken)
+        {
+            return;
+        }
+
+        PushCore(chain, (uint)writtenLength);
+        CompletedChains++;
+    }
+
+    private protected DescriptorChain ChainFor(ushort head) => _chains[head];
+
+    /// <summary>Latches the queue broken with a reason; signals the error fd.</summary>
+    private protected bool Break(string reason)
+    {
+        if (BrokenReason is null)
+        {
+            BrokenReason = reason;
+            Signal(ref _err);
+            OnBroken?.Invoke(this, reason);
+        }
+
+        return false;
+    }
+
+    internal void SetEnabled(bool enabled) => _enabled = enabled;
+
+    internal void SetCall(FileDescriptor? call) => Volatile.Write(ref _call, call);
+
+    internal void SetErr(FileDescriptor? err) => Volatile.Write(ref _err, err);
+
+    /// <summary>Swaps in a new memory table (worker thread only). Returns the reason if the ring no longer fits in it.</summary>
+    internal string? ReplaceMemory(GuestMemoryTable table)
+    {
+        string? error = Translate(table);
+        if (error is null)
+        {
+            _memory = table;
+        }
+
+        return error;
+    }
+
+    /// <summary>Computes host pointers of the ring structures in <paramref name="table"/>; null on success.</summary>
+    internal abstract string? Translate(GuestMemoryTable table);
+
+    /// <summary>The value GET_VRING_BASE reports.</summary>
+    internal abstract uint Base { get; }
+
+    private protected abstract bool PopCore([NotNullWhen(true)] out DescriptorChain? chain);
+
+    private protected abstract void PushCore(DescriptorChain chain, uint length);
+
+    /// <summary>
+    /// Re-enables driver notifications before the worker sleeps and re-checks the ring (closing the
+    /// lost-kick race). Returns true if buffers arrived meanwhile and the device should run again.
+    /// </summary>
+    internal abstract bool PrepareToSleep();
+
+    /// <summary>
+    /// Signals the guest (call eventfd) if chains were pushed since the last notification and the
+    /// driver asked to be told (EVENT_IDX / NO_INTERRUPT are honoured). The SDK calls this after
+    /// <c>OnQueueKicked</c> for the kicked queue; call it yourself after pushing to another queue.
+    /// </summary>
+    public void NotifyGuest()
+    {
+        if (!IsBroken && ShouldNotify())
+        {
+            Signal(ref _call);
+        }
+    }
+
+    private protected abstract bool ShouldNotify();
+
+    private static void Signal(ref FileDescriptor? field)
+    {
+        FileDescriptor? fd = Volatile.Read(ref field);
+        if (fd is null)
+        {
+            return;
+        }
+
+        bool added = false;
+        try
+        {
+            // AddRef keeps the fd open even if the control thread replaces and disposes it meanwhile.
+            fd.DangerousAddRef(ref added);
+            Libc.EventFdSignal(fd.Value);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added)
+            {
+                fd.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Walks the translated pieces of a buffer into a chain.</summary>
+    private protected bool AddBuffer(DescriptorChain chain, ulong gpa, uint length, bool writable)
+    {
+        var state = new ChainState(chain, writable);
+        return Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref ChainState s, nint host, ulong len) => s.Chain.Add(host, len, s.Writable));
+    }
+
+    private readonly record struct ChainState(DescriptorChain Chain, bool Writable);
+}

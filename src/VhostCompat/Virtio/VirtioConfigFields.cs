@@ -1,0 +1,54 @@
+using System.Buffers.Binary;
+using System.Globalization;
+
+namespace VhostCompat.Virtio;
+
+/// <summary>
+/// Decodes the guest-visible fields of a device config space (virtio-net, virtio-blk) into
+/// name/value text, so that two config spaces can be compared field by field. Only fields that
+/// the negotiated features make visible and the bytes cover are returned. Fields the frontend
+/// overrides (net MAC and queue pairs, block num_queues) are left out.
+/// </summary>
+internal static class VirtioConfigFields
+{
+    public static SortedDictionary<string, string> Decode(VirtioDeviceType type, ulong features, ReadOnlySpan<byte> config)
+    {
+        var fields = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        switch (type)
+        {
+            case VirtioDeviceType.Net:
+                if ((features & VirtioFeatureBits.NetMtu) != 0 && config.Length >= 12)
+                {
+                    fields["mtu"] = U(BinaryPrimitives.ReadUInt16LittleEndian(config[10..]));
+                }
+
+                break;
+            case VirtioDeviceType.Block:
+                if (config.Length >= 8)
+                {
+                    fields["capacity"] = U(BinaryPrimitives.ReadUInt64LittleEndian(config));
+                }
+
+                if ((features & (1UL << 1)) != 0 && config.Length >= 12)
+                {
+                    fields["size_max"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[8..]));
+                }
+
+                if ((features & (1UL << 2)) != 0 && config.Length >= 16)
+                {
+                    fields["seg_max"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[12..]));
+                }
+
+                if ((features & (1UL << 6)) != 0 && config.Length >= 24)
+                {
+                    fields["blk_size"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[20..]));
+                }
+
+                break;
+        }
+
+        return fields;
+    }
+
+    private static string U(ulong v) => v.ToString(CultureInfo.InvariantCulture);
+}
