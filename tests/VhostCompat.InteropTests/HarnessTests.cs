@@ -59,6 +59,38 @@ public sealed class HarnessTests
     }
 
     [Fact]
+    public void Switch_port_counters_are_parsed_from_the_exit_lines()
+    {
+        var log = "07:01:03.364 info: VhostCompat.Backend[3] Frontend disconnected\n" +
+                  "port 0: tx_packets=12 tx_bytes=1180 rx_packets=9 rx_dropped=2\r\n" +
+                  "port 1: tx_packets=7 tx_bytes=700 rx_packets=11 rx_dropped=0\n";
+        var counters = SwitchPortCounters.ParseAll(log);
+        counters.Keys.Should().Equal(0, 1);
+        counters[0].Should().Be(new SwitchPortCounters(0, 12, 1180, 9, 2));
+        counters[1].Should().Be(new SwitchPortCounters(1, 7, 700, 11, 0));
+        SwitchPortCounters.ParseAll("info: port 0: net rx queue of pair 0: started=True").Should().BeEmpty();
+    }
+
+    [Fact]
+    public void Testpmd_forward_statistics_are_parsed()
+    {
+        const string stdout = """
+            Telling cores to stop...
+              ---------------------- Forward statistics for port 0  ----------------------
+              RX-packets: 5              RX-dropped: 1             RX-total: 6
+              TX-packets: 4              TX-dropped: 0             TX-total: 4
+              ----------------------------------------------------------------------------
+
+              +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++
+              RX-packets: 5              RX-dropped: 1             RX-total: 6
+              TX-packets: 4              TX-dropped: 0             TX-total: 4
+            """;
+        TestpmdPortStatistics.Parse(stdout).Should().Be(new TestpmdPortStatistics(5, 1, 4, 0));
+        TestpmdPortStatistics.Parse(stdout, port: 1).Should().BeNull();
+        TestpmdPortStatistics.Parse("Port 0: 52:54:00:00:00:01").Should().BeNull();
+    }
+
+    [Fact]
     public async Task External_process_output_goes_to_files_and_timeout_is_enforced()
     {
         var dir = Directory.CreateTempSubdirectory("vhostcompat-harness-").FullName;

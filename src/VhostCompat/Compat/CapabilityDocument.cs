@@ -67,6 +67,22 @@ public sealed class BackendCapabilities
     public ProfileCatalog? Catalog { get; }
 
     /// <summary>
+    /// A capability set from raw protocol answers (e.g. a probe over the socket): the config space
+    /// bytes are decoded into guest-visible fields for <paramref name="virtioFeatures"/>.
+    /// </summary>
+    /// <param name="deviceType">Device type (vhost-user does not carry it; the caller knows it).</param>
+    /// <param name="virtioFeatures">GET_FEATURES.</param>
+    /// <param name="protocolFeatures">GET_PROTOCOL_FEATURES.</param>
+    /// <param name="queues">Virtqueues (net: 2 × GET_QUEUE_NUM).</param>
+    /// <param name="maxQueueSize">Largest accepted ring size.</param>
+    /// <param name="config">GET_CONFIG bytes from offset 0 (empty when unavailable).</param>
+    /// <param name="maxMemorySlots">GET_MAX_MEM_SLOTS, or 8.</param>
+    /// <param name="queueNumReply">GET_QUEUE_NUM, when available.</param>
+    public static BackendCapabilities FromOffer(VirtioDeviceType deviceType, ulong virtioFeatures, ulong protocolFeatures, int queues, int maxQueueSize, ReadOnlySpan<byte> config, int maxMemorySlots = 8, ulong? queueNumReply = null) =>
+        new(deviceType, virtioFeatures, protocolFeatures, queues, maxQueueSize, config.Length,
+            VirtioConfigFields.Decode(deviceType, virtioFeatures, config), null, maxMemorySlots, queueNumReply);
+
+    /// <summary>
     /// What <paramref name="device"/> offers when served with <paramref name="options"/>: its whole
     /// capability, or — when <paramref name="pinned"/> is given — exactly that profile.
     /// </summary>
@@ -233,6 +249,15 @@ public static class CapabilityDocument
         if (v.QueueNumReply is > 255)
         {
             throw new CompatDocumentException(fileName, P + "queue-num-reply", $"{v.QueueNumReply} outside 0..255");
+        }
+
+        foreach (var (name, value) in v.Config ?? [])
+        {
+            if (name.Length is 0 or > 64 || !name.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_')
+                || value.Length is 0 or > 20 || !value.All(char.IsAsciiDigit))
+            {
+                throw new CompatDocumentException(fileName, P + "config", $"entry '{name}': '{value}' is not a lower-case field name with a decimal value");
+            }
         }
 
         ProfileCatalog? catalog = null;

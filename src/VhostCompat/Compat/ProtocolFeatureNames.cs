@@ -3,8 +3,12 @@ using VhostCompat.Protocol;
 
 namespace VhostCompat.Compat;
 
-/// <summary>Lower-case names of the vhost-user protocol feature bits (the specification's names without prefix).</summary>
-internal static class ProtocolFeatureNames
+/// <summary>
+/// Lower-case names of the vhost-user protocol feature bits (GET/SET_PROTOCOL_FEATURES): the
+/// specification's names without the <c>VHOST_USER_PROTOCOL_F_</c> prefix (<c>mq</c>,
+/// <c>reply_ack</c>, <c>backend_req</c>, ...); bits without a name are written <c>bitN</c>.
+/// </summary>
+public static class ProtocolFeatureNames
 {
     private static readonly string[] Names =
     [
@@ -13,8 +17,10 @@ internal static class ProtocolFeatureNames
         "inband_notifications", "configure_mem_slots", "status", "xen_mmap", "shared_object", "device_state",
     ];
 
-    public static string NameOf(int bit) => bit < Names.Length ? Names[bit] : "bit" + bit.ToString(CultureInfo.InvariantCulture);
+    /// <summary>The name of bit <paramref name="bit"/> (0..63).</summary>
+    public static string NameOf(int bit) => (uint)bit < (uint)Names.Length ? Names[bit] : "bit" + bit.ToString(CultureInfo.InvariantCulture);
 
+    /// <summary>The names of the bits set in <paramref name="features"/>, ascending by bit.</summary>
     public static IReadOnlyList<string> Format(ulong features)
     {
         var list = new List<string>();
@@ -29,10 +35,13 @@ internal static class ProtocolFeatureNames
         return list;
     }
 
+    /// <summary>The names of the bits set in <paramref name="features"/>, comma-separated, ascending by bit.</summary>
     public static string Format(VhostUserProtocolFeatures features) => string.Join(',', Format((ulong)features));
 
+    /// <summary>Parses a comma-separated list of names (or <c>bitN</c>); false with a message naming the bad item.</summary>
     public static bool TryParse(string text, out ulong features, out string? error)
     {
+        ArgumentNullException.ThrowIfNull(text);
         features = 0;
         error = null;
         if (string.IsNullOrWhiteSpace(text))
@@ -44,6 +53,12 @@ internal static class ProtocolFeatureNames
         {
             string item = raw.Trim();
             int bit = Array.IndexOf(Names, item);
+            if ((features & (bit >= 0 ? 1UL << bit : 0)) != 0)
+            {
+                error = $"protocol feature '{item}' given twice";
+                return false;
+            }
+
             if (bit < 0 && item.StartsWith("bit", StringComparison.Ordinal)
                 && int.TryParse(item.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n is >= 0 and <= 63
                 && item.Length <= 5)

@@ -53,6 +53,25 @@ public static class InteropPrerequisites
         return new InteropTools(qemu!, kernel!, kver!, busybox!);
     }
 
+    /// <summary>dpdk-testpmd (VHOSTCOMPAT_TESTPMD or PATH), or skips / fails the calling [SkippableFact] like <see cref="RequireQemuGuest"/>.</summary>
+    public static string RequireTestpmd()
+    {
+        var testpmd = DpdkVhostBackend.TestpmdPath;
+        if (testpmd is not null && File.Exists(testpmd))
+        {
+            return testpmd;
+        }
+
+        const string what = "dpdk-testpmd missing (apt-get install dpdk dpdk-dev)";
+        if (Required)
+        {
+            Assert.Fail($"{RequireVariable} is set, but {what}");
+        }
+
+        Skip.If(true, $"{what}; set {RequireVariable}=1 to make this a failure");
+        return string.Empty;
+    }
+
     public static string? FindInPath(string name)
     {
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries))

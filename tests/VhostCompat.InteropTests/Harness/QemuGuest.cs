@@ -56,6 +56,12 @@ public sealed class QemuGuest : IAsyncDisposable
     public static readonly Regex FeaturesLine = new(@"VHOSTCOMPAT: features=(?<bits>[01]+)", RegexOptions.CultureInvariant);
     public static readonly Regex NoNetdevLine = new(@"VHOSTCOMPAT: no-netdev", RegexOptions.CultureInvariant);
     public static readonly Regex DoneLine = new(@"VHOSTCOMPAT: done uptime=(?<uptime>[0-9.]+)", RegexOptions.CultureInvariant);
+    public static readonly Regex PingLine = new(@"VHOSTCOMPAT: ping transmitted=(?<tx>\d+) received=(?<rx>\d+)", RegexOptions.CultureInvariant);
+    public static readonly Regex ArpLine = new(@"VHOSTCOMPAT: arp peer=(?<peer>\S+) attempts=(?<attempts>\d+) ok=(?<ok>[01])", RegexOptions.CultureInvariant);
+    public static readonly Regex ServingLine = new(@"VHOSTCOMPAT: serving ip=(?<ip>\S+)", RegexOptions.CultureInvariant);
+    public static readonly Regex ServedLine = new(@"VHOSTCOMPAT: served echo_requests=(?<requests>\d+) echo_replies=(?<replies>\d+) timed_out=(?<timedout>[01])", RegexOptions.CultureInvariant);
+    /// <summary>The guest's interface counters, printed just before it powers off.</summary>
+    public static readonly Regex CountersLine = new(@"VHOSTCOMPAT: tx_packets=(?<tx>\d+) rx_packets=(?<rx>\d+)", RegexOptions.CultureInvariant);
     private static readonly Regex StatusOrNoNetdev = new(@"VHOSTCOMPAT: (status=0x[0-9a-fA-F]+|no-netdev)", RegexOptions.CultureInvariant);
 
     private QemuGuest(ExternalProcess process, string consolePath, string qmpPath)

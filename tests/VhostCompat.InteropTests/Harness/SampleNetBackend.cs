@@ -22,9 +22,41 @@ public sealed record BackendCapabilities(string Type, ulong VirtioFeatures, ulon
     }
 }
 
+/// <summary>One port's counters as the switch prints them on exit: "port N: tx_packets=.. tx_bytes=.. rx_packets=.. rx_dropped=..".</summary>
+/// <remarks>tx = frames the frontend on this port sent into the switch, rx = frames the switch delivered to it.</remarks>
+public sealed record SwitchPortCounters(int Port, long TxPackets, long TxBytes, long RxPackets, long RxDropped)
+{
+    private static readonly Regex Line = new(
+        @"^port (?<port>\d+): tx_packets=(?<txp>\d+) tx_bytes=(?<txb>\d+) rx_packets=(?<rxp>\d+) rx_dropped=(?<rxd>\d+)\s*$",
+        RegexOptions.CultureInvariant | RegexOptions.Multiline);
+
+    /// <summary>Every counter line in <paramref name="log"/>, by port (the last line of a port wins).</summary>
+    public static IReadOnlyDictionary<int, SwitchPortCounters> ParseAll(string log)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        var result = new SortedDictionary<int, SwitchPortCounters>();
+        foreach (Match m in Line.Matches(log.Replace("\r", string.Empty, StringComparison.Ordinal)))
+        {
+            var c = new SwitchPortCounters(
+                int.Parse(m.Groups["port"].Value, CultureInfo.InvariantCulture),
+                long.Parse(m.Groups["txp"].Value, CultureInfo.InvariantCulture),
+                long.Parse(m.Groups["txb"].Value, CultureInfo.InvariantCulture),
+                long.Parse(m.Groups["rxp"].Value, CultureInfo.InvariantCulture),
+                long.Parse(m.Groups["rxd"].Value, CultureInfo.InvariantCulture));
+            result[c.Port] = c;
+        }
+
+        return result;
+    }
+
+    public override string ToString() =>
+        $"port {Port}: tx_packets={TxPackets} tx_bytes={TxBytes} rx_packets={RxPackets} rx_dropped={RxDropped}";
+}
+
 /// <summary>
 /// The sample vhost-user net backend (samples/Net) run as <c>dotnet VhostCompat.Samples.Net.dll --socket-path SOCK</c>:
 /// it listens, QEMU connects. Its Microsoft.Extensions.Logging console output (stdout) is the log that is checked.
+/// With several --socket-path options it is an L2 learning switch with one port per socket (port 0 = first path).
 /// </summary>
 public sealed class SampleNetBackend : IAsyncDisposable
 {
@@ -34,15 +66,19 @@ public sealed class SampleNetBackend : IAsyncDisposable
     private static readonly Regex AckedFeatures = new(@"acked virtio features 0x(?<hex>[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
     private static readonly Regex Request = new(@"\brequest (?<name>[A-Z][A-Z0-9_]+)", RegexOptions.CultureInvariant);
 
-    private SampleNetBackend(ExternalProcess process, string socketPath)
+    private SampleNetBackend(ExternalProcess process, IReadOnlyList<string> socketPaths)
     {
         Process = process;
-        SocketPath = socketPath;
+        SocketPaths = socketPaths;
     }
 
     public ExternalProcess Process { get; }
 
-    public string SocketPath { get; }
+    /// <summary>The first (port 0) socket.</summary>
+    public string SocketPath => SocketPaths[0];
+
+    /// <summary>One socket per switch port, in port order.</summary>
+    public IReadOnlyList<string> SocketPaths { get; }
 
     public string LogPath => Process.StdoutPath;
 
@@ -72,11 +108,27 @@ public sealed class SampleNetBackend : IAsyncDisposable
     }
 
     /// <summary>Starts the backend and waits until it has created its listening socket.</summary>
-    public static async Task<SampleNetBackend> StartAsync(InteropRun run, string socketPath, IEnumerable<string>? extraArguments = null, string name = "backend", TimeSpan? timeout = null)
+    public static Task<SampleNetBackend> StartAsync(InteropRun run, string socketPath, IEnumerable<string>? extraArguments = null, string name = "backend", TimeSpan? timeout = null) =>
+        StartAsync(run, [socketPath], extraArguments, name, timeout);
+
+    /// <summary>Starts the backend as a switch with one port per socket and waits until it listens on all of them.</summary>
+    public static async Task<SampleNetBackend> StartAsync(InteropRun run, IReadOnlyList<string> socketPaths, IEnumerable<string>? extraArguments = null, string name = "backend", TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(run);
-        File.Delete(socketPath);
-        var args = new List<string> { DllPath, "--socket-path", socketPath };
+        ArgumentNullException.ThrowIfNull(socketPaths);
+        if (socketPaths.Count == 0)
+        {
+            throw new ArgumentException("at least one socket path is needed", nameof(socketPaths));
+        }
+
+        var args = new List<string> { DllPath };
+        foreach (var socketPath in socketPaths)
+        {
+            File.Delete(socketPath);
+            args.Add("--socket-path");
+            args.Add(socketPath);
+        }
+
         args.AddRange(extraArguments ?? []);
         var process = ExternalProcess.Start(new ExternalProcessOptions(name, RepositoryLayout.DotnetHost, args, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
         {
@@ -84,12 +136,15 @@ public sealed class SampleNetBackend : IAsyncDisposable
         });
         run.AddArtifact($"backend log ({name}, pid {process.Pid}, stdout)", process.StdoutPath);
         run.AddArtifact($"backend stderr ({name})", process.StderrPath);
-        var backend = new SampleNetBackend(process, socketPath);
-        if (!await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false))
+        var backend = new SampleNetBackend(process, socketPaths.ToList());
+        foreach (var socketPath in socketPaths)
         {
-            var why = process.HasExited ? $"exited with {process.ExitCode}" : "still running";
-            await backend.DisposeAsync().ConfigureAwait(false);
-            throw new InvalidOperationException($"backend did not create {socketPath} within 30 s ({why}): {process.CommandLine}{run.Diagnostics()}");
+            if (!await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false))
+            {
+                var why = process.HasExited ? $"exited with {process.ExitCode}" : "still running";
+                await backend.DisposeAsync().ConfigureAwait(false);
+                throw new InvalidOperationException($"backend did not create {socketPath} within 30 s ({why}): {process.CommandLine}{run.Diagnostics()}");
+            }
         }
 
         return backend;
@@ -161,6 +216,9 @@ public sealed class SampleNetBackend : IAsyncDisposable
 
         return string.Join(' ', parts);
     }
+
+    /// <summary>Per-port counters the switch printed on exit (empty while it runs or when it did not exit cleanly).</summary>
+    public IReadOnlyDictionary<int, SwitchPortCounters> PortCounters() => SwitchPortCounters.ParseAll(LogFile.ReadAll(LogPath));
 
     /// <summary>Graceful stop (SIGTERM), then kill by PID.</summary>
     public Task StopAsync() => Process.StopAsync(TimeSpan.FromSeconds(10));

@@ -10,7 +10,12 @@
 #   vhostcompat.mode=status   (default) load virtio modules, print device status/features, power off
 #   vhostcompat.mode=ping     as status, then ping vhostcompat.peer vhostcompat.count times, power off
 #   vhostcompat.mode=loop     as status, then print counters every second forever (migration, soak)
+#   vhostcompat.mode=serve    as status, then stay up (the kernel answers ARP and ping) until vhostcompat.count
+#                             ICMP echo requests have arrived or vhostcompat.timeout seconds passed, power off
 #   vhostcompat.ip=10.0.0.2/24  vhostcompat.peer=10.0.0.1  vhostcompat.count=3  vhostcompat.ifname=eth0
+#   vhostcompat.wait=0        ping mode: retry ARP for the peer up to this many seconds before pinging
+#                             (0: one 2 s attempt; use it when the peer may still be booting)
+#   vhostcompat.timeout=120   serve mode: give up waiting after this many seconds
 # Console lines (stable, parsed by the C# harness):
 #   VHOSTCOMPAT: init uptime=<s> kernel=<kver> mode=<mode>
 #   VHOSTCOMPAT: insmod <module> failed
@@ -18,7 +23,10 @@
 #   VHOSTCOMPAT: status=0x<hex> device=<id> uptime=<s>   (virtio status byte; 0x0f = DRIVER_OK)
 #   VHOSTCOMPAT: features=<64 chars of 0/1, bit 0 first>
 #   VHOSTCOMPAT: link mac=<mac> mtu=<n> carrier=<0|1> operstate=<s>
+#   VHOSTCOMPAT: arp peer=<ip> attempts=<n> ok=<0|1>      (ping mode with vhostcompat.wait > 0)
 #   VHOSTCOMPAT: ping transmitted=<n> received=<n>
+#   VHOSTCOMPAT: serving ip=<ip/len>
+#   VHOSTCOMPAT: served echo_requests=<n> echo_replies=<n> timed_out=<0|1>
 #   VHOSTCOMPAT: tick n=<n> tx_packets=<n> rx_packets=<n> status=0x<hex>
 #   VHOSTCOMPAT: done uptime=<s>
 set -euo pipefail
@@ -46,7 +54,7 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,lib/modules}
 cp "$busybox" "$root/bin/busybox"
 for applet in sh mount umount insmod ip cat echo sleep ping arping poweroff ls grep cut tr sed \
-              head tail mkdir uname date seq; do
+              head tail mkdir uname date seq awk; do
   ln -s busybox "$root/bin/$applet"
 done
 
@@ -77,9 +85,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 say() { echo "VHOSTCOMPAT: $*"; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# One counter of the "Icmp:" lines of /proc/net/snmp (header line, then value line).
+icmp() { awk -v k="$1" '$1 == "Icmp:" { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 } else { print $c[k]; exit } }' /proc/net/snmp; }
 finish() { say "done uptime=$(uptime_s)"; poweroff -f; sleep 10; }
 
-MODE=status IP=10.0.0.2/24 PEER=10.0.0.1 COUNT=3 IFNAME=eth0
+MODE=status IP=10.0.0.2/24 PEER=10.0.0.1 COUNT=3 IFNAME=eth0 WAIT=0 TIMEOUT=120
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     vhostcompat.mode=*)   MODE=${arg#*=} ;;
@@ -87,6 +97,8 @@ for arg in $(cat /proc/cmdline); do
     vhostcompat.peer=*)   PEER=${arg#*=} ;;
     vhostcompat.count=*)  COUNT=${arg#*=} ;;
     vhostcompat.ifname=*) IFNAME=${arg#*=} ;;
+    vhostcompat.wait=*)   WAIT=${arg#*=} ;;
+    vhostcompat.timeout=*) TIMEOUT=${arg#*=} ;;
   esac
 done
 say "init uptime=$(uptime_s) kernel=$(uname -r) mode=$MODE"
@@ -114,12 +126,36 @@ say "link mac=$(cat "$NET/address") mtu=$(cat "$NET/mtu") carrier=$(cat "$NET/ca
 
 case "$MODE" in
   ping)
-    arping -c 1 -w 2 -I "$IFNAME" "$PEER" >/dev/null 2>&1
+    if [ "$WAIT" -gt 0 ]; then
+      # The peer may still be booting: ARP requests until it answers or WAIT seconds have passed.
+      n=0 ok=0 start=$(cut -d. -f1 /proc/uptime)
+      while :; do
+        n=$((n+1))
+        if arping -f -c 1 -w 1 -I "$IFNAME" "$PEER" >/dev/null 2>&1; then ok=1; break; fi
+        [ $(( $(cut -d. -f1 /proc/uptime) - start )) -lt "$WAIT" ] || break
+        sleep 0.5
+      done
+      say "arp peer=$PEER attempts=$n ok=$ok"
+    else
+      arping -c 1 -w 2 -I "$IFNAME" "$PEER" >/dev/null 2>&1
+    fi
     out=$(ping -c "$COUNT" -W 1 "$PEER" 2>&1)
     echo "$out"
     tx=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
     rx=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
     say "ping transmitted=${tx:-0} received=${rx:-0}"
+    ;;
+  serve)
+    say "serving ip=$IP"
+    t=0 out=1
+    while [ $t -lt $((TIMEOUT*5)) ]; do
+      if [ "$(icmp InEchos)" -ge "$COUNT" ]; then out=0; break; fi
+      sleep 0.2
+      t=$((t+1))
+    done
+    # The reply to the last request is already queued; give it time to leave before powering off.
+    sleep 1
+    say "served echo_requests=$(icmp InEchos) echo_replies=$(icmp OutEchoReps) timed_out=$out"
     ;;
   loop)
     n=0

@@ -1,0 +1,170 @@
+using VhostCompat.Compat;
+using VhostCompat.Frontend;
+using VhostCompat.Protocol;
+using VhostCompat.Virtio;
+
+namespace VhostCompat.Cli;
+
+/// <summary><c>check</c> and <c>probe</c>.</summary>
+internal static class CheckCommands
+{
+    public static async Task<int> CheckAsync(CliIo io, string? recordPath, string? profileText, string? type, string? sourceCapsPath, string? capsPath, string? socket, TimeSpan timeout, bool json, CancellationToken cancellationToken)
+    {
+        if (recordPath is null && profileText is null)
+        {
+            throw new CliException("give the source VM's --record and/or --profile");
+        }
+
+        if ((capsPath is null) == (socket is null))
+        {
+            throw new CliException("give the destination as exactly one of --caps FILE or --socket PATH");
+        }
+
+        var record = recordPath is null ? null : AckedStateRecord.Parse(CliSupport.ReadInput(recordPath), CliSupport.Label(recordPath));
+        type ??= record is null ? null : CapabilityDocument.TypeName(record.DeviceType);
+        BackendCapabilities destination = capsPath is not null
+            ? CliSupport.LoadCaps(capsPath)
+            : await ProbeAsync(socket!, CliSupport.ParseType(type ?? "net"), timeout, probeRing: true, cancellationToken).ConfigureAwait(false);
+
+        InterfaceProfile? profile = null;
+        if (profileText is not null)
+        {
+            // An id is resolved through the source's catalog when given, otherwise through the destination's.
+            if (InterfaceProfile.IsValueList(profileText) || sourceCapsPath is not null)
+            {
+                profile = ProfileCommands.Resolve(profileText, type, sourceCapsPath);
+            }
+            else
+            {
+                var catalog = destination.Catalog ?? throw new CliException($"profile id '{profileText}' cannot be resolved: the destination publishes no catalog; give --source-caps or a value list");
+                profile = catalog.Find(profileText) ?? throw new CliException($"profile id '{profileText}' is not published by the destination (incompatible unless pinned by value list); give --source-caps to check its values");
+            }
+        }
+
+        var result = PreflightCheck.Check(profile, record, destination);
+        io.Out.Write(json ? result.ToJson() + "\n" : result.ToText());
+        return result.ExitCode;
+    }
+
+    public static async Task<int> ProbeCommandAsync(CliIo io, string socket, string type, TimeSpan timeout, bool probeRing, bool json, CancellationToken cancellationToken)
+    {
+        var caps = await ProbeAsync(socket, CliSupport.ParseType(type), timeout, probeRing, cancellationToken).ConfigureAwait(false);
+        if (json)
+        {
+            io.Out.WriteLine(CapabilityDocument.Render(caps));
+            return ExitCodes.Ok;
+        }
+
+        io.Out.WriteLine($"{socket}: {CapabilityDocument.TypeName(caps.DeviceType)} backend");
+        io.Out.WriteLine($"  virtio features   {CliSupport.Hex(caps.VirtioFeatures)} {VirtioFeatures.Format(caps.DeviceType, caps.VirtioFeatures)}");
+        io.Out.WriteLine($"  protocol features {CliSupport.Hex(caps.ProtocolFeatures)} {string.Join(',', ProtocolFeatureNames.Format(caps.ProtocolFeatures))}");
+        string capped = caps.QueueNumReply is { } n && (caps.DeviceType == VirtioDeviceType.Net ? 2 * n : n) > (ulong)caps.Queues ? " (capped: at most 255 virtqueues are modelled)" : string.Empty;
+        io.Out.WriteLine($"  queue num {(caps.QueueNumReply is { } q ? q.ToString(System.Globalization.CultureInfo.InvariantCulture) : "(no MQ)")} -> {caps.Queues} virtqueues{capped}");
+        io.Out.WriteLine($"  max ring size {caps.MaxQueueSize}{(probeRing ? string.Empty : " (not probed)")}");
+        io.Out.WriteLine($"  memory slots {caps.MaxMemorySlots}, config {caps.ConfigSize} bytes");
+        foreach (var (k, v) in caps.Config)
+        {
+            io.Out.WriteLine($"  config {k} = {v}");
+        }
+
+        return ExitCodes.Ok;
+    }
+
+    /// <summary>
+    /// Connects as a frontend and asks what the backend offers: GET_FEATURES, GET/SET_PROTOCOL_FEATURES
+    /// (acking only MQ, REPLY_ACK, CONFIG, CONFIGURE_MEM_SLOTS), SET_OWNER, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS,
+    /// GET_CONFIG and — with REPLY_ACK — the largest SET_VRING_NUM accepted on ring 0 (32768 halving down;
+    /// 32768 is assumed when it cannot be probed). Nothing is mapped or started.
+    /// </summary>
+    public static async Task<BackendCapabilities> ProbeAsync(string socket, VirtioDeviceType type, TimeSpan timeout, bool probeRing, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            cts.CancelAfter(timeout * 4);
+            var ct = cts.Token;
+            await using var frontend = await VhostUserFrontend.ConnectAsync(socket, timeout, ct).ConfigureAwait(false);
+            ulong features = await frontend.GetFeaturesAsync(ct).ConfigureAwait(false);
+            ulong protocol = 0;
+            if ((features & VirtioFeatureBits.ProtocolFeatures) != 0)
+            {
+                protocol = (ulong)await frontend.GetProtocolFeaturesAsync(ct).ConfigureAwait(false);
+                var wanted = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.ConfigureMemSlots;
+                await frontend.SetProtocolFeaturesAsync((VhostUserProtocolFeatures)protocol & wanted, ct).ConfigureAwait(false);
+            }
+
+            await frontend.SetOwnerAsync(ct).ConfigureAwait(false);
+            var acked = frontend.AckedProtocolFeatures;
+            int queues = type == VirtioDeviceType.Net ? 2 : 1;
+            ulong? queueNum = null;
+            if ((acked & VhostUserProtocolFeatures.Mq) != 0)
+            {
+                queueNum = await frontend.GetQueueNumAsync(ct).ConfigureAwait(false);
+                ulong q = type == VirtioDeviceType.Net ? 2 * Math.Min(queueNum.Value, 127) : Math.Min(queueNum.Value, 255);
+                queues = (int)Math.Max(q, 1);
+            }
+
+            int slots = 8;
+            if ((acked & VhostUserProtocolFeatures.ConfigureMemSlots) != 0)
+            {
+                slots = (int)Math.Clamp(await frontend.GetMaxMemSlotsAsync(ct).ConfigureAwait(false), 1, 509);
+            }
+
+            byte[] config = [];
+            if ((acked & VhostUserProtocolFeatures.Config) != 0)
+            {
+                uint size = type switch { VirtioDeviceType.Net => 12, VirtioDeviceType.Block => 60, _ => 0 };
+                if (size > 0)
+                {
+                    try
+                    {
+                        config = await frontend.GetConfigAsync(0, size, ct).ConfigureAwait(false);
+                    }
+                    catch (VhostUserRequestException)
+                    {
+                        config = [];
+                    }
+                }
+            }
+
+            int maxRing = 32768;
+            if (probeRing && (acked & VhostUserProtocolFeatures.ReplyAck) != 0)
+            {
+                for (int n = 32768; n >= 1; n /= 2)
+                {
+                    try
+                    {
+                        await frontend.SetVringNumAsync(0, n, ct).ConfigureAwait(false);
+                        maxRing = n;
+                        break;
+                    }
+                    catch (VhostUserRequestException)
+                    {
+                    }
+                }
+            }
+
+            return BackendCapabilities.FromOffer(type, features, protocol, queues, maxRing, config, slots, queueNum);
+        }
+        catch (System.Net.Sockets.SocketException ex)
+        {
+            throw new CliException($"{socket}: {ex.Message}");
+        }
+        catch (IOException ex)
+        {
+            throw new CliException($"{socket}: {ex.Message}");
+        }
+        catch (TimeoutException ex)
+        {
+            throw new CliException($"{socket}: {ex.Message}");
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new CliException($"{socket}: the backend did not answer in time");
+        }
+        catch (VhostUserRequestException ex)
+        {
+            throw new CliException($"{socket}: {ex.Message}");
+        }
+    }
+}

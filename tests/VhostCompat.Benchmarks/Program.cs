@@ -1,0 +1,27 @@
+using BenchmarkDotNet.Running;
+using VhostCompat.Benchmarks;
+
+// Usage:
+//   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- --filter '*' --job short   (BenchmarkDotNet)
+//   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- alloc-check [chains]        (allocated bytes per chain, no BDN)
+//   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- sink-server --socket-path P [--seconds N] [--warmup N] [--busy-poll]
+//       (a sink backend for a real frontend; prints managed bytes allocated per packet)
+//   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- walker-ab [rounds]          (SDK walker vs the LeanSplitQueue experiment, interleaved)
+if (args.Length > 0 && args[0] == "sink-server")
+{
+    return await SinkServer.RunAsync(args);
+}
+
+if (args.Length > 0 && args[0] == "walker-ab")
+{
+    return WalkerAb.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 30);
+}
+
+if (args.Length > 0 && args[0] == "alloc-check")
+{
+    long chains = args.Length > 1 ? long.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000_000;
+    return AllocCheck.Run(chains);
+}
+
+BenchmarkSwitcher.FromAssembly(typeof(TranslationBenchmarks).Assembly).Run(args);
+return 0;
