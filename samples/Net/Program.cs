@@ -11,10 +11,13 @@ using VhostCompat.Samples.Net;
 //   --queue-pairs N      queue pairs per port (default 1)
 //   --sink               count and drop every TX frame (benchmark mode)
 //   --busy-poll          poll rings continuously instead of waiting for kicks
+//   --compat-profile P   pin the guest-visible interface (profile id or value list, e.g. version_1=on,mrg_rxbuf=on)
+//   --state-dir DIR      save/restore acked-state records there (one per port, key from the socket path)
 //   --log-level LEVEL    Trace|Debug|Information|Warning|Error (default Debug: every request is logged)
 var paths = new List<string>();
 int? inheritedFd = null;
 bool client = false, printCapabilities = false, sink = false, busyPoll = false;
+string? profile = null, stateDir = null;
 int queuePairs = 1;
 LogLevel level = LogLevel.Debug;
 for (int i = 0; i < args.Length; i++)
@@ -33,9 +36,11 @@ for (int i = 0; i < args.Length; i++)
         case "--queue-pairs": queuePairs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
         case "--sink": sink = true; break;
         case "--busy-poll": busyPoll = true; break;
+        case "--compat-profile": profile = Value(); break;
+        case "--state-dir": stateDir = Value(); break;
         case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
         case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--sink] [--busy-poll] [--log-level LEVEL]");
+            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--sink] [--busy-poll] [--log-level LEVEL]");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {a}");
@@ -84,6 +89,8 @@ for (int port = 0; port < ports; port++)
         InheritedFd = inheritedFd,
         Mode = client ? VhostUserSocketMode.Client : VhostUserSocketMode.Server,
         WorkerPool = workers,
+        CompatProfile = profile,
+        StateDirectory = stateDir,
     };
     try
     {
@@ -96,7 +103,21 @@ for (int port = 0; port < ports; port++)
     }
 
     var device = new NetDevice(port, @switch, queuePairs, sink, log);
-    runs.Add(new VhostUserBackend(device, options, loggerFactory).RunAsync(stop.Token));
+    VhostUserBackend backend;
+    try
+    {
+        backend = new VhostUserBackend(device, options, loggerFactory);
+        backend.LoadRecord();
+    }
+    catch (Exception ex) when (ex is FormatException or CompatibilityException or AckedStateCorruptException or ArgumentException)
+    {
+        // A pin this build cannot offer, or a saved record it can no longer honour: refuse to start
+        // (exit 3) with the reason, rather than let the frontend reconnect in a loop.
+        Console.Error.WriteLine($"port {port}: {ex.Message}");
+        return 3;
+    }
+
+    runs.Add(backend.RunAsync(stop.Token));
 }
 
 await Task.WhenAll(runs);

@@ -42,7 +42,11 @@ internal static class CliApp
         {
             failure = "invalid profile: " + ex.Message;
         }
-        catch (FileNotFoundException ex)
+        catch (IOException ex)
+        {
+            failure = ex.Message;
+        }
+        catch (UnauthorizedAccessException ex)
         {
             failure = ex.Message;
         }

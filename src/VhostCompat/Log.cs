@@ -52,4 +52,13 @@ internal static partial class Log
 
     [LoggerMessage(16, LogLevel.Error, "Queue {Index} is broken: {Reason}")]
     public static partial void QueueBroken(ILogger logger, int index, string reason);
+
+    [LoggerMessage(17, LogLevel.Information, "Loaded acked-state record {Key}: features 0x{Features:x}, profile {Profile}")]
+    public static partial void RecordLoaded(ILogger logger, string key, ulong features, string profile);
+
+    [LoggerMessage(18, LogLevel.Information, "Saved acked-state record {Key}: features 0x{Features:x}")]
+    public static partial void RecordSaved(ILogger logger, string key, ulong features);
+
+    [LoggerMessage(19, LogLevel.Error, "Could not save acked-state record {Key}: {Reason}")]
+    public static partial void RecordSaveFailed(ILogger logger, string key, string reason);
 }

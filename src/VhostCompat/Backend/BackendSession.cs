@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using VhostCompat.Compat;
 using VhostCompat.Interop;
 using VhostCompat.Memory;
 using VhostCompat.Protocol;
@@ -39,13 +40,23 @@ internal sealed class BackendSession
     private FileDescriptor? _backendChannel;
     private readonly VhostUserWorkerPool _workers;
 
-    public BackendSession(VhostUserDevice device, VhostUserBackendOptions options, VhostUserWorkerPool workers, ILogger logger)
+    private readonly ProfilePin? _pin;
+    private readonly Action<AckedStateRecord>? _saveRecord;
+    private readonly string? _recordKey;
+    private readonly ushort _maxQueueSize;
+
+    public BackendSession(VhostUserDevice device, VhostUserBackendOptions options, VhostUserWorkerPool workers, ILogger logger,
+        ProfilePin? pin = null, Action<AckedStateRecord>? saveRecord = null, string? recordKey = null)
     {
         _device = device;
         _workers = workers;
         _options = options;
         _logger = logger;
-        int queues = device.QueueCount;
+        _pin = pin;
+        _saveRecord = saveRecord;
+        _recordKey = recordKey;
+        _maxQueueSize = pin?.MaxRingSize ?? device.MaxQueueSize;
+        int queues = pin?.QueueCount ?? device.QueueCount;
         if (queues is < 1 or > 255)
         {
             throw new ArgumentException($"device QueueCount {queues} outside 1..255");
@@ -57,7 +68,7 @@ internal sealed class BackendSession
             _rings[i] = new Vring(i);
         }
 
-        _offeredFeatures = OfferedFeatures(device);
+        _offeredFeatures = pin?.OfferedFeatures(OfferedFeatures(device)) ?? OfferedFeatures(device);
         _offeredProtocol = (ulong)OfferedProtocolFeatures(device, options);
     }
 
@@ -257,7 +268,7 @@ internal sealed class BackendSession
             case FrontendRequest.SetVringEnable:
                 return SetVringEnable(VringStatePayload.Read(p));
             case FrontendRequest.GetQueueNum:
-                return Gate(VhostUserProtocolFeatures.Mq) ?? Outcome.Reply(U64Payload.Encode(_device.QueueNumReply));
+                return Gate(VhostUserProtocolFeatures.Mq) ?? Outcome.Reply(U64Payload.Encode(_pin?.QueueNumReply ?? _device.QueueNumReply));
             case FrontendRequest.SetBackendReqFd:
                 if (Gate(VhostUserProtocolFeatures.BackendReq) is { } refusedChannel)
                 {
@@ -551,9 +562,9 @@ internal sealed class BackendSession
             return Outcome.Reject($"ring {s.Index} is running");
         }
 
-        if (s.Num == 0 || s.Num > _device.MaxQueueSize)
+        if (s.Num == 0 || s.Num > _maxQueueSize)
         {
-            return Outcome.Reject($"ring size {s.Num} outside 1..{_device.MaxQueueSize}");
+            return Outcome.Reject($"ring size {s.Num} outside 1..{_maxQueueSize}");
         }
 
         if (!PackedRing && (s.Num & (s.Num - 1)) != 0)
@@ -708,6 +719,7 @@ internal sealed class BackendSession
 
         var data = new byte[c.Size];
         _device.ReadConfig((int)c.Offset, data);
+        _pin?.PatchConfig((int)c.Offset, data);
         return Outcome.Reply(c.Encode(data));
     }
 
@@ -752,10 +764,32 @@ internal sealed class BackendSession
 
         // SET_STATUS(0) is not treated as a reset: QEMU 7.2 sends it before GET_VRING_BASE,
         // and ring positions must survive until then (PROTOCOL.md §12.7).
+        bool driverUp = (value & (ulong)DeviceStatus.DriverOk) != 0 && (_status & (byte)DeviceStatus.DriverOk) == 0;
         _status = (byte)value;
         Log.Status(_logger, _status);
         _device.OnStatusChanged((DeviceStatus)_status);
+        if (driverUp)
+        {
+            SaveRecord();
+        }
+
         return Outcome.Ok;
+    }
+
+    /// <summary>Persists what the frontend acked once the driver is up (DRIVER_OK, or the first ring start without STATUS).</summary>
+    private void SaveRecord()
+    {
+        if (_saveRecord is null || !_featuresSet)
+        {
+            return;
+        }
+
+        var sizes = _rings.Where(r => r.Size > 0).ToDictionary(r => r.Index, r => r.Size);
+        var config = new byte[_device.ConfigSize];
+        _device.ReadConfig(0, config);
+        _pin?.PatchConfig(0, config);
+        ulong guestFeatures = _ackedFeatures & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
+        _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config));
     }
 
     private Outcome ResetDevice()
@@ -851,6 +885,10 @@ internal sealed class BackendSession
         VhostUserDevice device = _device;
         ring.Worker.Invoke(() => device.OnQueueStarted(queue));
         ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked);
+        if ((_ackedProtocol & (ulong)VhostUserProtocolFeatures.Status) == 0 && _rings.Count(r => r.Started) == 1)
+        {
+            SaveRecord();
+        }
     }
 
     private void StopRing(Vring ring, string why)

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using VhostCompat.Compat;
 using VhostCompat.Protocol;
 
 namespace VhostCompat.Backend;
@@ -27,10 +28,84 @@ public sealed class VhostUserBackend
         _options = options;
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger("VhostCompat.Backend");
+        _pin = ProfilePin.Resolve(device, device.Catalog, options.CompatProfile);
+        if (options.StateDirectory is { } dir)
+        {
+            _store = new AckedStateStore(dir);
+            _stateKey = options.StateKey ?? AckedStateStore.DefaultKey(options.SocketPath ?? $"fd{options.InheritedFd}");
+            if (!AckedStateStore.IsValidKey(_stateKey))
+            {
+                throw new ArgumentException($"StateKey '{_stateKey}' is not a valid record key", nameof(options));
+            }
+        }
+    }
+
+    private ProfilePin? _pin;
+    private readonly AckedStateStore? _store;
+    private readonly string? _stateKey;
+
+    /// <summary>The interface profile the backend offers (pinned, from a saved record, or the catalog's latest); null = the device's whole capability.</summary>
+    public InterfaceProfile? Profile => _pin?.Profile;
+
+    /// <summary>
+    /// Loads the saved acked-state record (if a state directory is configured) and checks this build
+    /// can honour it; a record made under a profile pins that profile again. Called by <see cref="RunAsync"/>.
+    /// </summary>
+    /// <exception cref="CompatibilityException">The record asks for something this build cannot offer.</exception>
+    /// <exception cref="AckedStateCorruptException">The record file is damaged (it is left in place).</exception>
+    public AckedStateRecord? LoadRecord()
+    {
+        if (_store is null)
+        {
+            return null;
+        }
+
+        AckedStateRecord? record = _store.Load(_stateKey!);
+        if (record is null)
+        {
+            return null;
+        }
+
+        if (record.Profile is { } recorded)
+        {
+            if (_options.CompatProfile is null)
+            {
+                _pin = ProfilePin.Create(_device, recorded);
+            }
+            else if (_pin is not null && !_pin.Profile.SameInterface(recorded))
+            {
+                // An explicit pin that differs from what the guest acked would silently change its interface.
+                var keys = _pin.Profile.Diff(recorded).Select(d => $"{d.Key}: pinned {d.This}, recorded {d.Other}").ToArray();
+                throw new CompatibilityException($"the pinned profile differs from the one in acked-state record '{record.Key}'", keys);
+            }
+        }
+
+        var offer = BackendCapabilities.FromDevice(_device, _options, _device.Catalog, _pin?.Profile);
+        var problems = record.CheckHonouredBy(offer);
+        if (problems.Count > 0)
+        {
+            throw new CompatibilityException($"acked-state record '{record.Key}' cannot be honoured by this build", problems.Select(p => p.Message).ToArray());
+        }
+
+        Log.RecordLoaded(_logger, record.Key, record.AckedFeatures, record.Profile?.ToString() ?? "(none)");
+        return record;
+    }
+
+    private void SaveRecord(AckedStateRecord record)
+    {
+        try
+        {
+            _store!.Save(record);
+            Log.RecordSaved(_logger, record.Key, record.AckedFeatures);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or AckedStateCorruptException)
+        {
+            Log.RecordSaveFailed(_logger, record.Key, ex.Message);
+        }
     }
 
     /// <summary>Virtio features offered in GET_FEATURES (the device's plus VHOST_USER_F_PROTOCOL_FEATURES).</summary>
-    public ulong OfferedFeatures => BackendSession.OfferedFeatures(_device);
+    public ulong OfferedFeatures => _pin?.OfferedFeatures(BackendSession.OfferedFeatures(_device)) ?? BackendSession.OfferedFeatures(_device);
 
     /// <summary>Protocol features offered in GET_PROTOCOL_FEATURES.</summary>
     public VhostUserProtocolFeatures OfferedProtocolFeatures => BackendSession.OfferedProtocolFeatures(_device, _options);
@@ -54,6 +129,7 @@ public sealed class VhostUserBackend
         _pool = _options.WorkerPool ?? ownPool!;
         try
         {
+            LoadRecord();
             await RunCoreAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -222,7 +298,7 @@ public sealed class VhostUserBackend
         string reason;
         try
         {
-            var session = new BackendSession(_device, _options, _pool!, _logger);
+            var session = new BackendSession(_device, _options, _pool!, _logger, _pin, _store is null ? null : r => SaveRecord(r), _stateKey);
             reason = await session.RunAsync(connection, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

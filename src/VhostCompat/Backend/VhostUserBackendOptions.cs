@@ -43,6 +43,24 @@ public sealed class VhostUserBackendOptions
     /// <summary>Offer CONFIGURE_MEM_SLOTS (ADD/REM_MEM_REG). Default: true.</summary>
     public bool OfferMemorySlots { get; set; } = true;
 
+    /// <summary>
+    /// Pin the guest-visible interface: a profile id from the device's catalog (<c>org.example.vnet.v2</c>)
+    /// or a value list (<c>mrg_rxbuf=on,max_ring=256,...</c>). GET_FEATURES, GET_QUEUE_NUM, GET_CONFIG and
+    /// the ring-size limit then follow the profile, whatever else the build can do. Null: the catalog's
+    /// latest, or the device's whole capability without a catalog.
+    /// </summary>
+    public string? CompatProfile { get; set; }
+
+    /// <summary>
+    /// Directory of acked-state records. When set, what the frontend acked is saved crash-safely once the
+    /// driver is up, and on start a saved record pins the same interface again — or the backend refuses to
+    /// start, naming what this build can no longer offer.
+    /// </summary>
+    public string? StateDirectory { get; set; }
+
+    /// <summary>Record key (e.g. VM UUID + device name). Default: derived from the socket path.</summary>
+    public string? StateKey { get; set; }
+
     /// <summary>Data-path threads to run queues on; shared between backends when set. When null the backend creates its own pool of <see cref="Workers"/> threads.</summary>
     public VhostUserWorkerPool? WorkerPool { get; set; }
 

@@ -1,3 +1,4 @@
+using VhostCompat.Compat;
 using VhostCompat.Protocol;
 using VhostCompat.Queues;
 using VhostCompat.Virtio;
@@ -30,6 +31,13 @@ public abstract class VhostUserDevice
     /// <see cref="VhostUserProtocolFeatures.Mtu"/> for net.
     /// </summary>
     public virtual VhostUserProtocolFeatures ProtocolFeatures => VhostUserProtocolFeatures.None;
+
+    /// <summary>
+    /// The interface profiles this build publishes (versioned ids such as <c>org.example.vnet.v2</c>)
+    /// and which is the latest. Without a pin the backend offers the latest; null = no catalog (the
+    /// device's whole capability is offered unless a value-list profile is pinned).
+    /// </summary>
+    public virtual ProfileCatalog? Catalog => null;
 
     /// <summary>Number of virtqueues the device can serve (net: 2 per queue pair). At most 255.</summary>
     public abstract int QueueCount { get; }

@@ -24,8 +24,12 @@ internal static class AtomicFile
             beforeRename?.Invoke(tmp);
             File.Move(tmp, full, overwrite: true);
 
-            // TODO: fsync the directory so the rename itself is durable across a power cut. .NET cannot open a
-            // directory as a FileStream; this needs open(O_DIRECTORY)+fsync in Interop (owned by the lead).
+            // fsync the directory so the rename itself is durable across a power cut.
+            int synced = Interop.Libc.FsyncDirectory(Path.GetDirectoryName(full)!);
+            if (synced < 0)
+            {
+                throw new IOException(Interop.Libc.ErrorText("fsync(directory)", -synced));
+            }
         }
         catch
         {

@@ -37,6 +37,23 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Open(string path, int flags);
 
+    [LibraryImport(LibraryName, EntryPoint = "fsync", SetLastError = true)]
+    internal static partial int Fsync(int fd);
+
+    /// <summary>fsyncs a directory so a rename inside it is durable. Returns 0 or -errno.</summary>
+    internal static int FsyncDirectory(string path)
+    {
+        int fd = Open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+        {
+            return -Marshal.GetLastPInvokeError();
+        }
+
+        int r = Fsync(fd) == 0 ? 0 : -Marshal.GetLastPInvokeError();
+        Close(fd);
+        return r;
+    }
+
     internal const int F_GETFL = 3;
     internal const int F_GETFD = 1;
 

@@ -91,13 +91,10 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
             return false;
         }
 
-        // The chain object is chosen after the walk (by buffer id); walk into a scratch-free path:
-        // read the first descriptor's id to pick the pooled chain, then validate the whole chain.
+        // Pass 1: the chain's extent and its buffer id, which only the last descriptor carries (virtio 1.1 §2.7.6).
         int slot = _lastAvail;
-        bool sawWritable = false;
         int slots = 0;
-        DescriptorChain? c = null;
-        ushort bufferId = 0;
+        ushort bufferId;
         while (true)
         {
             if (++slots > Size)
@@ -106,29 +103,41 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
             }
 
             byte* d = _ring + (slot * QueueLayout.DescriptorSize);
-            ulong addr = Unsafe.ReadUnaligned<ulong>(d);
-            uint len = Unsafe.ReadUnaligned<uint>(d + 8);
             bufferId = Unsafe.ReadUnaligned<ushort>(d + 12);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
-            if (bufferId >= Size)
+            if ((flags & QueueLayout.DescFlagIndirect) != 0 || (flags & QueueLayout.DescFlagNext) == 0)
             {
-                return Break($"queue {Index}: buffer id {bufferId} outside the ring of {Size}");
+                break;
             }
 
-            if (c is null)
-            {
-                c = ChainFor(bufferId);
-                if (c.InFlight)
-                {
-                    return Break($"queue {Index}: buffer id {bufferId} reused while in flight");
-                }
+            slot = slot + 1 == Size ? 0 : slot + 1;
+        }
 
-                c.Reset();
-            }
+        if (bufferId >= Size)
+        {
+            return Break($"queue {Index}: buffer id {bufferId} outside the ring of {Size}");
+        }
 
+        DescriptorChain c = ChainFor(bufferId);
+        if (c.InFlight)
+        {
+            return Break($"queue {Index}: buffer id {bufferId} reused while in flight");
+        }
+
+        // Pass 2: validate and translate (re-reading guest memory; a chain that changed meanwhile is an error).
+        c.Reset();
+        slot = _lastAvail;
+        bool sawWritable = false;
+        for (int i = 0; i < slots; i++)
+        {
+            byte* d = _ring + (slot * QueueLayout.DescriptorSize);
+            ulong addr = Unsafe.ReadUnaligned<ulong>(d);
+            uint len = Unsafe.ReadUnaligned<uint>(d + 8);
+            ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
+            bool last = i == slots - 1;
             if ((flags & QueueLayout.DescFlagIndirect) != 0)
             {
-                if (!Indirect || (flags & QueueLayout.DescFlagNext) != 0 || slots != 1)
+                if (!Indirect || (flags & QueueLayout.DescFlagNext) != 0 || i != 0 || !last)
                 {
                     return Break($"queue {Index}: invalid indirect descriptor at slot {slot}");
                 }
@@ -139,6 +148,11 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                 }
 
                 break;
+            }
+
+            if (((flags & QueueLayout.DescFlagNext) == 0) != last || (last && Unsafe.ReadUnaligned<ushort>(d + 12) != bufferId))
+            {
+                return Break($"queue {Index}: packed chain changed while being read");
             }
 
             bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
@@ -153,67 +167,11 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                 return Break($"queue {Index}: buffer 0x{addr:x}+{len} at slot {slot} is not inside guest memory");
             }
 
-            if ((flags & QueueLayout.DescFlagNext) == 0)
-            {
-                break;
-            }
-
             slot = slot + 1 == Size ? 0 : slot + 1;
-        }
-
-        // The buffer id that identifies the chain is the last descriptor's; re-home the chain if it differs.
-        if (ChainFor(bufferId) != c)
-        {
-            DescriptorChain target = ChainFor(bufferId);
-            if (target.InFlight)
-            {
-                return Break($"queue {Index}: buffer id {bufferId} reused while in flight");
-            }
-
-            // Rare: first and last ids differ. Walk again into the right pooled object.
-            return Rewalk(target, out chain);
         }
 
         Finish(c, bufferId, slots);
         chain = c;
-        return true;
-    }
-
-    private bool Rewalk(DescriptorChain target, [NotNullWhen(true)] out DescriptorChain? chain)
-    {
-        chain = null;
-        target.Reset();
-        int slot = _lastAvail;
-        int slots = 0;
-        ushort bufferId;
-        while (true)
-        {
-            slots++;
-            byte* d = _ring + (slot * QueueLayout.DescriptorSize);
-            ulong addr = Unsafe.ReadUnaligned<ulong>(d);
-            uint len = Unsafe.ReadUnaligned<uint>(d + 8);
-            bufferId = Unsafe.ReadUnaligned<ushort>(d + 12);
-            ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
-            if (slots > Size || !AddBuffer(target, addr, len, (flags & QueueLayout.DescFlagWrite) != 0))
-            {
-                return Break($"queue {Index}: packed chain changed while being read");
-            }
-
-            if ((flags & QueueLayout.DescFlagNext) == 0)
-            {
-                break;
-            }
-
-            slot = slot + 1 == Size ? 0 : slot + 1;
-        }
-
-        if (ChainFor(bufferId) != target)
-        {
-            return Break($"queue {Index}: packed chain changed while being read");
-        }
-
-        Finish(target, bufferId, slots);
-        chain = target;
         return true;
     }
 
@@ -233,7 +191,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
     private bool WalkIndirect(DescriptorChain c, ulong addr, uint len)
     {
-        if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > QueueLayout.MaxIndirectEntries)
+        if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > (uint)Size)
         {
             return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16");
         }
@@ -333,7 +291,8 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                 eventOffset += Size;
             }
 
-            need = QueueLayout.NeedEvent((ushort)eventOffset, (ushort)newIndex, (ushort)oldIndex);
+            // An offset beyond the ring can never be reached: treat it as "notify" (HOSTILE-INPUTS D22).
+            need = (offWrap & 0x7FFF) >= Size || QueueLayout.NeedEvent((ushort)eventOffset, (ushort)newIndex, (ushort)oldIndex);
         }
         else
         {

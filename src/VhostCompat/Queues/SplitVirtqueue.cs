@@ -100,6 +100,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         int tableSize = Size;
         int index = head;
         int count = 0;
+        int buffers = 0;
         bool indirect = false;
         bool sawWritable = false;
         while (true)
@@ -131,9 +132,9 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
                     return Break($"queue {Index}: indirect descriptor combined with NEXT in chain {head}");
                 }
 
-                if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > QueueLayout.MaxIndirectEntries)
+                if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > (uint)Size)
                 {
-                    return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {QueueLayout.MaxIndirectEntries} entries");
+                    return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {Size} entries");
                 }
 
                 if (!Memory.TryTranslateGuestPhysical(addr, len, out nint t))
@@ -156,6 +157,11 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
             }
 
             sawWritable |= writable;
+            if (++buffers > Size)
+            {
+                return Break($"queue {Index}: descriptor chain from head {head} is longer than the ring ({Size} descriptors)");
+            }
+
             if (!AddBuffer(chain, addr, len, writable))
             {
                 return Break($"queue {Index}: buffer 0x{addr:x}+{len} in chain {head} is not inside guest memory (or the chain exceeds 2 GiB)");

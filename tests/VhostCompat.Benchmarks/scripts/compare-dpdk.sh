@@ -19,6 +19,8 @@
 #   BE_CPU=0 FE_CPU=1        (whole backend process on BE_CPU, whole frontend process on FE_CPU, via taskset)
 #   FE_DEVARGS=""            extra virtio-user devargs (e.g. packed_vq=1 / in_order=0)
 #   BUILD=1                  dotnet build samples/Net -c Release first (0 = use the existing build)
+#   SYSCALLS=0               1: count each side's write/read/epoll_wait/ioctl syscalls for 5 s of the window
+#                            (perf stat tracepoints; the frontend's write()s are its kicks)
 #   QUIET_WAIT=60 QUIET_MAX=0.3  before each run wait up to QUIET_WAIT s until other processes use < QUIET_MAX CPUs
 #   REPO=<git root>  OUT=/tmp/vhc-bench/compare-dpdk/<timestamp>  PERF=0 (1: perf record the C# backend
 #   for 5 s inside the window of the first csharp run; needs perf; writes perf.data/perf-report.txt)
@@ -27,7 +29,7 @@ set -uo pipefail
 
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-3}; PKT_LEN=${PKT_LEN:-64}; BURST=${BURST:-32}
 VARIANTS=${VARIANTS:-"dpdk csharp"}; BE_CPU=${BE_CPU:-0}; FE_CPU=${FE_CPU:-1}; FE_DEVARGS=${FE_DEVARGS:-}
-BUILD=${BUILD:-1}; PERF=${PERF:-0}; QUIET_WAIT=${QUIET_WAIT:-60}; QUIET_MAX=${QUIET_MAX:-0.3}
+BUILD=${BUILD:-1}; PERF=${PERF:-0}; SYSCALLS=${SYSCALLS:-0}; QUIET_WAIT=${QUIET_WAIT:-60}; QUIET_MAX=${QUIET_MAX:-0.3}
 SCRIPT_DIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=${REPO:-$(git -C "$SCRIPT_DIR" rev-parse --show-toplevel)}
 SAMPLE_DLL=$REPO/samples/Net/bin/Release/net10.0/VhostCompat.Samples.Net.dll
@@ -190,6 +192,14 @@ run_one() { # ROUND VARIANT
   if [ "$PERF" = 1 ] && [[ $variant != dpdk ]] && [ ! -f "$OUT/perf.data" ] && command -v perf >/dev/null; then
     ( sleep 2; timeout -k 2 20 perf record -F 999 -g -p "$be_p" -o "$OUT/perf.data" -- sleep 5 > "$OUT/perf-record.log" 2>&1 ) &
   fi
+  if [ "$SYSCALLS" = 1 ] && command -v perf >/dev/null; then
+    # count syscalls of each side for 5 s inside the window (kicks are eventfd write()s by the frontend)
+    for side in be fe; do
+      local sp=$be_p; [ $side = fe ] && sp=$fe_p
+      ( sleep 1; timeout -k 2 15 perf stat -x, -e syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_ioctl \
+          -p "$sp" -o "$dir/$side-syscalls.csv" -- sleep 5 > /dev/null 2>&1 ) &
+    done
+  fi
   sleep "$DURATION"
   fe_l1=$(show_stats fe "$dir/fe.log")
   t1=$(date +%s.%N); s1=$(sys_ticks); b1=$(ticks "$be_p"); f1=$(ticks "$fe_p")
@@ -228,9 +238,19 @@ run_one() { # ROUND VARIANT
     alloc=" worker_bytes_per_packet=$(grep -oE 'worker_bytes_per_packet=[0-9.]+' "$dir/be.log" | tail -1 | cut -d= -f2) gen0_gcs=$(grep -oE 'gen0_gcs=[0-9]+' "$dir/be.log" | tail -1 | cut -d= -f2)"
   fi
   [ -z "$tx0" ] || [ -z "$tx1" ] && mpps=ERR
+  # CPU nanoseconds each side spent per packet accepted in the window (robust-ish to CPU starvation; a
+  # busy-polling side also counts the time it spun on an empty/full ring)
+  local be_ns="-" fe_ns="-"
+  if [ "$mpps" != ERR ] && [ "$(echo "$mpps > 0" | bc -l)" = 1 ]; then
+    be_ns=$(printf %.0f "$(echo "$be_cpu * 1000 / $mpps" | bc -l)"); fe_ns=$(printf %.0f "$(echo "$fe_cpu * 1000 / $mpps" | bc -l)")
+  fi
   local noisy=""; [ "$(echo "$foreign > $QUIET_MAX" | bc -l)" = 1 ] && noisy=" NOISY"
   NOISY[$round,$variant]=$noisy
-  echo "RUN$noisy round=$round variant=$variant fe_tx_mpps=$mpps be_rx_mpps=$be_mpps window_s=$(printf %.2f "$win") be_cpu=$be_cpu(u$be_u/s$be_s) fe_cpu=$fe_cpu(u$fe_u/s$fe_s) foreign_cpu=$foreign steal_cpu=$steal fe_tx_dropped_total=${fe_drop:-?} be_total_packets=${be_total:-?}$alloc" | tee -a "$OUT/results.txt"
+  local sc=""
+  for side in be fe; do
+    [ -s "$dir/$side-syscalls.csv" ] && sc+=" ${side}_syscalls_per_s=$(awk -F, '/syscalls:sys_enter_/{split($3,a,"sys_enter_"); printf "%s%s:%d", (n++?",":""), a[2], $1/5}' "$dir/$side-syscalls.csv")"
+  done
+  echo "RUN$noisy round=$round variant=$variant fe_tx_mpps=$mpps be_rx_mpps=$be_mpps window_s=$(printf %.2f "$win") be_cpu=$be_cpu(u$be_u/s$be_s) fe_cpu=$fe_cpu(u$fe_u/s$fe_s) be_cpu_ns_per_pkt=$be_ns fe_cpu_ns_per_pkt=$fe_ns foreign_cpu=$foreign steal_cpu=$steal fe_tx_dropped_total=${fe_drop:-?} be_total_packets=${be_total:-?}$alloc$sc" | tee -a "$OUT/results.txt"
   [[ $variant != dpdk ]] && [ -s "$dir/be-threads.txt" ] && sed 's/^/    thread ticks total: /' "$dir/be-threads.txt" >&2
   MPPS[$round,$variant]=$mpps; BE_CPUS[$round,$variant]=$be_cpu; FE_CPUS[$round,$variant]=$fe_cpu
   sleep 1
