@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using VhostCompat.Backend;
+using VhostCompat.Compat;
 using VhostCompat.Queues;
 using VhostCompat.Virtio;
 
@@ -19,9 +20,11 @@ internal sealed partial class NetDevice : VhostUserDevice
     private readonly L2Switch _switch;
     private readonly bool _sink;
     private readonly byte[] _frame = new byte[NetHeaderLength + 65536];
+    private readonly int _build;
 
-    public NetDevice(int port, L2Switch @switch, int queuePairs, bool sink, ILogger logger)
+    public NetDevice(int port, L2Switch @switch, int queuePairs, bool sink, ILogger logger, int build = NetCatalog.LatestBuild)
     {
+        _build = build;
         _port = port;
         _switch = @switch;
         _queuePairs = queuePairs;
@@ -32,11 +35,10 @@ internal sealed partial class NetDevice : VhostUserDevice
     public override VirtioDeviceType DeviceType => VirtioDeviceType.Net;
 
     // No checksum/TSO offloads: the guest computes checksums and sends MTU-sized frames, which this
-    // switch can carry end to end between any two ports.
-    public override ulong DeviceFeatures =>
-        VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf | VirtioFeatureBits.IndirectDesc
-        | VirtioFeatureBits.EventIdx | VirtioFeatureBits.RingPacked | VirtioFeatureBits.InOrder
-        | (_queuePairs > 1 ? VirtioFeatureBits.NetMq : 0);
+    // switch can carry end to end between any two ports. What a build can do is its catalog's union.
+    public override ulong DeviceFeatures => NetCatalog.Features(_build, _queuePairs);
+
+    public override ProfileCatalog Catalog => NetCatalog.For(_build, _queuePairs);
 
     public override int QueueCount => 2 * _queuePairs;
 

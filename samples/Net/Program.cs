@@ -12,6 +12,7 @@ using VhostCompat.Samples.Net;
 //   --sink               count and drop every TX frame (benchmark mode)
 //   --busy-poll          poll rings continuously instead of waiting for kicks
 //   --compat-profile P   pin the guest-visible interface (profile id or value list, e.g. version_1=on,mrg_rxbuf=on)
+//   --build N            emulate release N of this sample (catalog v1..vN; default: the latest)
 //   --state-dir DIR      save/restore acked-state records there (one per port, key from the socket path)
 //   --log-level LEVEL    Trace|Debug|Information|Warning|Error (default Debug: every request is logged)
 var paths = new List<string>();
@@ -19,6 +20,7 @@ int? inheritedFd = null;
 bool client = false, printCapabilities = false, sink = false, busyPoll = false;
 string? profile = null, stateDir = null;
 int queuePairs = 1;
+int build = NetCatalog.LatestBuild;
 LogLevel level = LogLevel.Debug;
 for (int i = 0; i < args.Length; i++)
 {
@@ -38,14 +40,21 @@ for (int i = 0; i < args.Length; i++)
         case "--busy-poll": busyPoll = true; break;
         case "--compat-profile": profile = Value(); break;
         case "--state-dir": stateDir = Value(); break;
+        case "--build": build = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
         case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
         case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--sink] [--busy-poll] [--log-level LEVEL]");
+            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--build N] [--sink] [--busy-poll] [--log-level LEVEL]");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {a}");
             return 2;
     }
+}
+
+if (build is < 1 or > NetCatalog.LatestBuild)
+{
+    Console.Error.WriteLine($"--build must be 1..{NetCatalog.LatestBuild}");
+    return 2;
 }
 
 if (queuePairs is < 1 or > 127)
@@ -63,7 +72,7 @@ int ports = inheritedFd is null ? Math.Max(paths.Count, 1) : 1;
 var @switch = new L2Switch(ports);
 if (printCapabilities)
 {
-    Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log), new VhostUserBackendOptions { SocketPath = "-" }));
+    Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log, build), new VhostUserBackendOptions { SocketPath = "-" }, NetCatalog.For(build, queuePairs)));
     return 0;
 }
 
@@ -102,7 +111,7 @@ for (int port = 0; port < ports; port++)
         return 2;
     }
 
-    var device = new NetDevice(port, @switch, queuePairs, sink, log);
+    var device = new NetDevice(port, @switch, queuePairs, sink, log, build);
     VhostUserBackend backend;
     try
     {
