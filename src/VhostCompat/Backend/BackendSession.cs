@@ -174,6 +174,7 @@ internal sealed class BackendSession
                 return null;
             default:
                 Log.Refused(_logger, name, outcome.Reason);
+                Metrics.RefusedRequests.Add(1, new KeyValuePair<string, object?>("vhostcompat.request", name));
                 if (request == FrontendRequest.GetConfig && (h.Flags & ~(MessageHeader.VersionMask | MessageHeader.NeedReplyFlag)) == 0)
                 {
                     // A failed GET_CONFIG is answered with an empty payload (QEMU checks the size).
@@ -384,6 +385,7 @@ internal sealed class BackendSession
         }
 
         Log.FeaturesAcked(_logger, features, _offeredFeatures);
+        Metrics.Negotiations.Add(1);
         _device.OnFeaturesAcked(features & ~VirtioFeatureBits.ProtocolFeatures);
         return Outcome.Ok;
     }
@@ -875,7 +877,12 @@ internal sealed class BackendSession
         queue.SetCall(ring.CallDisabled ? null : ring.Call);
         queue.SetErr(ring.Err);
         ILogger logger = _logger;
-        queue.OnBroken = (q, reason) => Log.QueueBroken(logger, q.Index, reason);
+        queue.OnBroken = (q, reason) =>
+        {
+            Log.QueueBroken(logger, q.Index, reason);
+            Metrics.BrokenQueues.Add(1);
+        };
+        Metrics.Track(queue, _device.DeviceType.ToString(), _options.SocketPath ?? $"fd{_options.InheritedFd}");
         ring.Lease = _memory;
         ring.Queue = queue;
         ring.Worker = _workers.Next();
@@ -905,6 +912,7 @@ internal sealed class BackendSession
             VhostUserDevice device = _device;
             worker.Invoke(() => device.OnQueueStopped(queue));
             ring.Base = queue.Base;
+            Metrics.Untrack(queue);
         }
 
         ring.Queue = null;

@@ -294,6 +294,7 @@ public sealed class VhostUserBackend
     {
         string id = $"fd {(int)socket.SafeHandle.DangerousGetHandle()}";
         Log.Connected(_logger, id);
+        Metrics.Connections.Add(1);
         var connection = new VhostUserConnection(socket, _options.MessageTimeout);
         string reason;
         try

@@ -54,6 +54,9 @@ public abstract class Virtqueue
     /// <summary>Chains pushed since the queue started (a running counter for metrics and tests).</summary>
     public long CompletedChains { get; private set; }
 
+    /// <summary>Bytes of completed chains since the queue started: the readable part plus the bytes written.</summary>
+    public long CompletedBytes { get; private set; }
+
     private protected bool Indirect { get; }
 
     private protected bool EventIndex { get; }
@@ -98,6 +101,7 @@ public abstract class Virtqueue
 
         PushCore(chain, (uint)writtenLength);
         CompletedChains++;
+        CompletedBytes += chain.ReadableLength + (long)writtenLength;
     }
 
     private protected DescriptorChain ChainFor(ushort head) => _chains[head];
