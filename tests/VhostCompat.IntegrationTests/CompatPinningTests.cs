@@ -23,7 +23,7 @@ public sealed class CompatPinningTests
         await fx.WaitListeningAsync();
         await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
         ulong offered = await fe.GetFeaturesAsync();
-        offered.Should().Be(VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf | VirtioFeatureBits.ProtocolFeatures,
+        offered.Should().Be(VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll,
             "event_idx, indirect_desc, mq and ctrl_vq are in the build but not in the pinned profile");
         await fe.SetProtocolFeaturesAsync(await fe.GetProtocolFeaturesAsync());
         (await fe.GetQueueNumAsync()).Should().Be(1, "queues=2 is one net queue pair");
@@ -90,7 +90,7 @@ public sealed class CompatPinningTests
         // Restart without a pin: the record's profile is offered again, not the build's whole capability.
         var restarted = new VhostUserBackend(BigDevice(), new VhostUserBackendOptions { SocketPath = "/tmp/unused.sock", StateDirectory = stateDir, StateKey = "vm-9" });
         restarted.LoadRecord();
-        restarted.OfferedFeatures.Should().Be(VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf | VirtioFeatureBits.ProtocolFeatures);
+        restarted.OfferedFeatures.Should().Be(VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
 
         var contradicting = new VhostUserBackend(BigDevice(), new VhostUserBackendOptions
         {

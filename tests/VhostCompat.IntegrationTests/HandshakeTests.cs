@@ -18,11 +18,12 @@ public sealed class HandshakeTests
         await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
 
         ulong offered = await fe.GetFeaturesAsync();
-        offered.Should().Be(fx.Device.DeviceFeatures | VirtioFeatureBits.ProtocolFeatures);
+        offered.Should().Be(fx.Device.DeviceFeatures | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
         var protocol = await fe.GetProtocolFeaturesAsync();
         protocol.Should().HaveFlag(VhostUserProtocolFeatures.ReplyAck).And.HaveFlag(VhostUserProtocolFeatures.Mq)
             .And.HaveFlag(VhostUserProtocolFeatures.Config).And.HaveFlag(VhostUserProtocolFeatures.ConfigureMemSlots);
-        protocol.Should().NotHaveFlag(VhostUserProtocolFeatures.LogShmfd, "dirty logging is not implemented yet, so it must not be offered");
+        protocol.Should().HaveFlag(VhostUserProtocolFeatures.LogShmfd, "dirty logging is what makes live migration possible");
+        protocol.Should().NotHaveFlag(VhostUserProtocolFeatures.InflightShmfd, "inflight tracking is not implemented, so it must not be offered");
         await fe.SetProtocolFeaturesAsync(protocol);
         await fe.SetOwnerAsync();
         (await fe.GetQueueNumAsync()).Should().Be(2);

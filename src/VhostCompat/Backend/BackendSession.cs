@@ -39,6 +39,7 @@ internal sealed class BackendSession
     private GuestMemoryTable _memory = GuestMemoryTable.Empty;
     private FileDescriptor? _backendChannel;
     private readonly VhostUserWorkerPool _workers;
+    private DirtyLog? _log;
 
     private readonly ProfilePin? _pin;
     private readonly Action<AckedStateRecord>? _saveRecord;
@@ -73,11 +74,11 @@ internal sealed class BackendSession
     }
 
     internal static ulong OfferedFeatures(VhostUserDevice device) =>
-        (device.DeviceFeatures & ~(VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures)) | VirtioFeatureBits.ProtocolFeatures;
+        (device.DeviceFeatures & ~(VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures)) | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll;
 
     internal static VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserDevice device, VhostUserBackendOptions options)
     {
-        var p = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status
+        var p = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status | VhostUserProtocolFeatures.LogShmfd
             | VhostUserProtocolFeatures.ResetDevice | (device.ProtocolFeatures & DeviceSelectable);
         if (options.OfferMemorySlots)
         {
@@ -175,6 +176,13 @@ internal sealed class BackendSession
             default:
                 Log.Refused(_logger, name, outcome.Reason);
                 Metrics.RefusedRequests.Add(1, new KeyValuePair<string, object?>("vhostcompat.request", name));
+                if (request == FrontendRequest.SetLogBase && (_ackedProtocol & (ulong)VhostUserProtocolFeatures.LogShmfd) != 0)
+                {
+                    // The frontend waits for SET_LOG_BASE's own reply: answer the refusal rather than hang it.
+                    connection.Send(h.Request, MessageHeader.ReplyFlags, U64Payload.Encode(1));
+                    return null;
+                }
+
                 if (request == FrontendRequest.GetConfig && (h.Flags & ~(MessageHeader.VersionMask | MessageHeader.NeedReplyFlag)) == 0)
                 {
                     // A failed GET_CONFIG is answered with an empty payload (QEMU checks the size).
@@ -307,8 +315,10 @@ internal sealed class BackendSession
             }
 
             case FrontendRequest.SetLogBase:
+                return Gate(VhostUserProtocolFeatures.LogShmfd) ?? SetLogBase(message);
             case FrontendRequest.SetLogFd:
-                return Gate(VhostUserProtocolFeatures.LogShmfd) ?? Outcome.Reject("dirty logging is not implemented");
+                // The optional "log changed" eventfd: QEMU never sends it and the SDK never signals it; accept and close.
+                return Gate(VhostUserProtocolFeatures.LogShmfd) ?? Outcome.Ok;
             case FrontendRequest.SetVringEndian:
                 return Gate(VhostUserProtocolFeatures.CrossEndian) ?? Outcome.Reject("cross-endian rings are not supported");
             case FrontendRequest.SendRarp:
@@ -373,8 +383,14 @@ internal sealed class BackendSession
             return Outcome.Reject($"features 0x{features:x} differ from 0x{_ackedFeatures:x} while queues are running");
         }
 
+        bool loggingChanged = ((_ackedFeatures ^ features) & VirtioFeatureBits.LogAll) != 0;
         _ackedFeatures = features;
         _featuresSet = true;
+        if (loggingChanged)
+        {
+            ApplyLogging();
+        }
+
         if ((features & VirtioFeatureBits.ProtocolFeatures) == 0)
         {
             // Without VHOST_USER_F_PROTOCOL_FEATURES rings are enabled from the start (legacy behaviour).
@@ -386,7 +402,7 @@ internal sealed class BackendSession
 
         Log.FeaturesAcked(_logger, features, _offeredFeatures);
         Metrics.Negotiations.Add(1);
-        _device.OnFeaturesAcked(features & ~VirtioFeatureBits.ProtocolFeatures);
+        _device.OnFeaturesAcked(features & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll));
         return Outcome.Ok;
     }
 
@@ -402,6 +418,46 @@ internal sealed class BackendSession
         _protocolNegotiated = true;
         Log.ProtocolFeaturesAcked(_logger, features, _offeredProtocol);
         return Outcome.Ok;
+    }
+
+    private bool Logging => (_ackedFeatures & VirtioFeatureBits.LogAll) != 0;
+
+    private Outcome SetLogBase(VhostUserMessage message)
+    {
+        var d = LogDescriptionPayload.Read(message.Payload);
+        using FileDescriptor fd = message.TakeFd(0);
+        DirtyLog? log = DirtyLog.TryMap(d, fd, _memory, out string error);
+        if (log is null)
+        {
+            return Outcome.Reject(error);
+        }
+
+        DirtyLog? old = _log;
+        _log = log;
+        ApplyLogging();
+        old?.Release();
+
+        // With LOG_SHMFD the frontend waits for a reply to SET_LOG_BASE (QEMU checks only its request code).
+        return Outcome.Reply(U64Payload.Encode(0));
+    }
+
+    /// <summary>Hands the current log (or none) to every running queue, on its worker.</summary>
+    private void ApplyLogging()
+    {
+        DirtyLog? log = Logging ? _log : null;
+        foreach (var ring in _rings)
+        {
+            if (ring.Queue is { } queue && ring.Worker is { } worker)
+            {
+                bool usedLog = (ring.AddressFlags & VringAddressPayload.FlagLog) != 0;
+                ulong usedAddress = ring.LogGuestAddress;
+                worker.Invoke(() =>
+                {
+                    queue.SetLog(log);
+                    queue.SetUsedRingLogging(usedLog, usedAddress);
+                });
+            }
+        }
     }
 
     private Outcome SetMemTable(VhostUserMessage message)
@@ -606,6 +662,11 @@ internal sealed class BackendSession
         ring.AddressFlags = a.Flags;
         ring.LogGuestAddress = a.LogGuestAddress;
         ring.AddressesSet = true;
+        if (ring.Started)
+        {
+            ApplyLogging();
+        }
+
         return Outcome.Ok;
     }
 
@@ -874,6 +935,8 @@ internal sealed class BackendSession
         }
 
         queue.SetEnabled(ring.Enabled);
+        queue.SetLog(Logging ? _log : null);
+        queue.SetUsedRingLogging((ring.AddressFlags & VringAddressPayload.FlagLog) != 0, ring.LogGuestAddress);
         queue.SetCall(ring.CallDisabled ? null : ring.Call);
         queue.SetErr(ring.Err);
         ILogger logger = _logger;
@@ -935,6 +998,8 @@ internal sealed class BackendSession
 
         _backendChannel?.Dispose();
         _backendChannel = null;
+        _log?.Release();
+        _log = null;
         GuestMemoryTable old = _memory;
         _memory = GuestMemoryTable.Empty;
         old.Release();

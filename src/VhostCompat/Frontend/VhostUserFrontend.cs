@@ -107,6 +107,17 @@ public sealed class VhostUserFrontend : IAsyncDisposable
 
     private static MemoryRegionPayload Describe(GuestMemory m) => new(m.GuestPhysicalAddress, m.Size, m.FrontendAddress, m.MmapOffset);
 
+    /// <summary>SET_LOG_BASE (needs LOG_SHMFD): hands the backend a dirty-page log; waits for its reply.</summary>
+    public async Task SetLogBaseAsync(DirtyPageLog log, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        byte[] reply = await RequestAsync(FrontendRequest.SetLogBase, new LogDescriptionPayload(log.Size, 0).Encode(), [log.Fd], -1, cancellationToken).ConfigureAwait(false);
+        if (reply.Length == U64Payload.Size && U64Payload.Read(reply) != 0)
+        {
+            throw new VhostUserRequestException("SET_LOG_BASE", "backend refused the log");
+        }
+    }
+
     /// <summary>SET_VRING_NUM.</summary>
     public Task SetVringNumAsync(int index, int size, CancellationToken cancellationToken = default) =>
         CommandAsync(FrontendRequest.SetVringNum, new VringStatePayload((uint)index, (uint)size).Encode(), [], cancellationToken);

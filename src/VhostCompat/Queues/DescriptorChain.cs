@@ -32,6 +32,9 @@ public sealed class DescriptorChain
 
     internal bool InFlight { get; set; }
 
+    /// <summary>The dirty log to mark when writing (set at pop while the frontend has logging on).</summary>
+    internal Memory.DirtyLog? Log { get; set; }
+
     internal void Reset()
     {
         _count = 0;
@@ -41,7 +44,7 @@ public sealed class DescriptorChain
     }
 
     /// <summary>Adds a translated piece; returns false if the totals would overflow.</summary>
-    internal bool Add(nint address, ulong length, bool writable)
+    internal bool Add(nint address, ulong gpa, ulong length, bool writable)
     {
         if (length == 0)
         {
@@ -59,7 +62,7 @@ public sealed class DescriptorChain
             Array.Resize(ref _segments, _segments.Length * 2);
         }
 
-        _segments[_count++] = new Segment(address, (int)length, writable);
+        _segments[_count++] = new Segment(address, gpa, (int)length, writable);
         if (writable)
         {
             WritableLength = (int)total;
@@ -123,6 +126,7 @@ public sealed class DescriptorChain
 
             int n = Math.Min(s.Length - skip, source.Length - written);
             source.Slice(written, n).CopyTo(new Span<byte>((byte*)s.Address + skip, n));
+            Log?.Mark(s.GuestPhysicalAddress + (ulong)skip, (ulong)n);
             written += n;
             skip = 0;
         }
@@ -130,5 +134,5 @@ public sealed class DescriptorChain
         return written;
     }
 
-    private readonly record struct Segment(nint Address, int Length, bool Writable);
+    private readonly record struct Segment(nint Address, ulong GuestPhysicalAddress, int Length, bool Writable);
 }

@@ -180,6 +180,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         c.Head = bufferId;
         c.BufferId = bufferId;
         c.DescriptorSlots = slots;
+        AttachLog(c);
         c.InFlight = true;
         _lastAvail += slots;
         if (_lastAvail >= Size)
@@ -237,6 +238,10 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         Unsafe.WriteUnaligned(d + 12, chain.BufferId);
         ushort flags = (ushort)((_usedWrap ? QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed : 0) | (length > 0 ? QueueLayout.DescFlagWrite : 0));
         Volatile.Write(ref *(ushort*)(d + 14), flags); // release: id and len are visible first
+        if (DirtyLog is { } log && Memory.TryFrontendVirtualToGuestPhysical(_ringAddress + ((ulong)_usedIndex * QueueLayout.DescriptorSize), out ulong gpa))
+        {
+            log.Mark(gpa, QueueLayout.DescriptorSize);
+        }
         _usedIndex += chain.DescriptorSlots;
         if (_usedIndex >= Size)
         {

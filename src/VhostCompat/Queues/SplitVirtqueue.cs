@@ -89,6 +89,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         }
 
         _lastAvail++;
+        AttachLog(c);
         c.InFlight = true;
         chain = c;
         return true;
@@ -183,11 +184,14 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
 
     private protected override void PushCore(DescriptorChain chain, uint length)
     {
-        byte* element = _used + 4 + (8 * (_usedIndex % Size));
+        ulong slot = (ulong)(_usedIndex % Size);
+        byte* element = _used + 4 + (8 * (int)slot);
         BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element, 4), chain.Head);
         BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element + 4, 4), length);
         _usedIndex++;
         Volatile.Write(ref *(ushort*)(_used + 2), _usedIndex); // release: the element is visible first
+        LogRingWrite(4 + (8 * slot), 8);
+        LogRingWrite(2, 2);
         _pendingSignal = true;
     }
 
@@ -202,6 +206,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         {
             // avail_event lives after the used ring: "kick me when you pass this index".
             Volatile.Write(ref *(ushort*)(_used + 4 + (8 * Size)), _lastAvail);
+            LogRingWrite(4 + (8 * (ulong)Size), 2);
         }
 
         Interlocked.MemoryBarrier();

@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using VhostCompat.Interop;
 using VhostCompat.Memory;
+using DirtyLog = VhostCompat.Memory.DirtyLog;
 
 namespace VhostCompat.Queues;
 
@@ -198,9 +199,46 @@ public abstract class Virtqueue
     /// <summary>Walks the translated pieces of a buffer into a chain.</summary>
     private protected bool AddBuffer(DescriptorChain chain, ulong gpa, uint length, bool writable)
     {
-        var state = new ChainState(chain, writable);
-        return Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref ChainState s, nint host, ulong len) => s.Chain.Add(host, len, s.Writable));
+        var state = new ChainState { Chain = chain, Writable = writable, Gpa = gpa };
+        return Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref ChainState s, nint host, ulong len) =>
+        {
+            bool ok = s.Chain.Add(host, s.Gpa, len, s.Writable);
+            s.Gpa += len;
+            return ok;
+        });
     }
 
-    private readonly record struct ChainState(DescriptorChain Chain, bool Writable);
+    private struct ChainState
+    {
+        public DescriptorChain Chain;
+        public bool Writable;
+        public ulong Gpa;
+    }
+
+    private DirtyLog? _log;
+    private bool _logUsed;
+    private ulong _logUsedAddress;
+
+    /// <summary>The dirty log while the frontend has VHOST_F_LOG_ALL on (worker thread only).</summary>
+    private protected DirtyLog? DirtyLog => _log;
+
+    internal void SetLog(DirtyLog? log) => _log = log;
+
+    /// <summary>SET_VRING_ADDR's logging flag and the guest address of the used ring (worker thread only).</summary>
+    internal void SetUsedRingLogging(bool enabled, ulong guestAddress)
+    {
+        _logUsed = enabled;
+        _logUsedAddress = guestAddress;
+    }
+
+    /// <summary>Marks a write at <paramref name="offset"/> bytes into the used ring (split) or device-written ring (packed).</summary>
+    private protected void LogRingWrite(ulong offset, ulong length)
+    {
+        if (_log is { } log && _logUsed)
+        {
+            log.Mark(_logUsedAddress + offset, length);
+        }
+    }
+
+    private protected void AttachLog(DescriptorChain chain) => chain.Log = _log;
 }

@@ -1,0 +1,128 @@
+using VhostCompat.Interop;
+using VhostCompat.Protocol;
+
+namespace VhostCompat.Memory;
+
+/// <summary>
+/// The dirty-page bitmap shared with the frontend for live migration (SET_LOG_BASE with
+/// LOG_SHMFD): one bit per 4 KiB guest-physical page, set with an atomic OR on the aligned 32-bit
+/// word that holds it (QEMU clears it concurrently with atomic exchanges). Reference-counted like
+/// a memory table, so a worker never writes into a log that is being replaced.
+/// </summary>
+internal sealed class DirtyLog
+{
+    public const int PageShift = 12;
+    private readonly MemoryMapping _mapping;
+    private readonly nint _base;
+    private int _references = 1;
+
+    private DirtyLog(MemoryMapping mapping, ulong offset, ulong size)
+    {
+        _mapping = mapping;
+        _base = mapping.Address + (nint)offset;
+        Size = size;
+    }
+
+    /// <summary>Bytes of bitmap.</summary>
+    public ulong Size { get; }
+
+    /// <summary>Number of pages the bitmap covers.</summary>
+    public ulong Pages => Size * 8;
+
+    /// <summary>Maps the log; checks the fd and that the bitmap covers every page of <paramref name="table"/>.</summary>
+    public static DirtyLog? TryMap(LogDescriptionPayload d, FileDescriptor fd, GuestMemoryTable table, out string error)
+    {
+        error = string.Empty;
+        if (d.MmapSize == 0 || d.MmapSize > (1UL << 40))
+        {
+            error = $"log size {d.MmapSize} outside 1..2^40";
+            return null;
+        }
+
+        if (d.MmapOffset > ulong.MaxValue - d.MmapSize || d.MmapOffset + d.MmapSize > long.MaxValue)
+        {
+            error = $"log offset 0x{d.MmapOffset:x} + size {d.MmapSize} overflows";
+            return null;
+        }
+
+        ulong highest = 0;
+        foreach (var r in table.Regions)
+        {
+            highest = Math.Max(highest, r.GuestPhysicalAddress + r.Size);
+        }
+
+        ulong needed = ((highest >> PageShift) + 7) / 8;
+        if (d.MmapSize < needed)
+        {
+            error = $"log of {d.MmapSize} bytes cannot cover guest memory up to 0x{highest:x} ({needed} bytes needed)";
+            return null;
+        }
+
+        if (!Libc.TryGetFileInfo(fd.Value, out long fileSize, out uint mode, out int errno))
+        {
+            error = Libc.ErrorText("fstat", errno);
+            return null;
+        }
+
+        ulong end = d.MmapOffset + d.MmapSize;
+        if ((mode & Libc.S_IFMT) != Libc.S_IFREG || (ulong)fileSize < end)
+        {
+            error = $"log fd is not a regular file of at least {end} bytes";
+            return null;
+        }
+
+        MemoryMapping? mapping = MemoryMapping.TryMap(fd.Value, end, out errno);
+        if (mapping is null)
+        {
+            error = Libc.ErrorText("mmap", errno);
+            return null;
+        }
+
+        return new DirtyLog(mapping, d.MmapOffset, d.MmapSize);
+    }
+
+    /// <summary>Marks every page touched by [gpa, gpa+length); pages beyond the bitmap are ignored (the size was checked against the memory table).</summary>
+    public unsafe void Mark(ulong gpa, ulong length)
+    {
+        if (length == 0)
+        {
+            return;
+        }
+
+        ulong first = gpa >> PageShift;
+        ulong last = (gpa + length - 1 < gpa ? ulong.MaxValue : gpa + length - 1) >> PageShift;
+        for (ulong page = first; page <= last && page < Pages; page++)
+        {
+            // OR the bit into the aligned 32-bit word holding byte page/8 (little-endian: byte k of the
+            // word is bits 8k..8k+7). The word may start before the log area when mmap_offset is not a
+            // multiple of 4; it is still inside the page-granular mapping and only our bit changes.
+            nint b = _base + (nint)(page / 8);
+            nint aligned = b & ~(nint)3;
+            int shift = (int)((b - aligned) * 8) + (int)(page % 8);
+            Interlocked.Or(ref *(int*)aligned, 1 << shift);
+        }
+    }
+
+    public bool TryAcquire()
+    {
+        int current;
+        do
+        {
+            current = Volatile.Read(ref _references);
+            if (current == 0)
+            {
+                return false;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _references, current + 1, current) != current);
+        return true;
+    }
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _references) == 0)
+        {
+            _mapping.Dispose();
+        }
+    }
+}

@@ -1,0 +1,72 @@
+using System.Buffers.Binary;
+using VhostCompat.Frontend;
+using VhostCompat.IntegrationTests.Support;
+using VhostCompat.Interop;
+using VhostCompat.Protocol;
+using VhostCompat.Virtio;
+
+namespace VhostCompat.IntegrationTests;
+
+/// <summary>Dirty-page logging for live migration (LOG_SHMFD, VHOST_F_LOG_ALL), driven by the C# frontend.</summary>
+public sealed class DirtyLogTests
+{
+    [Fact]
+    public async Task With_log_all_every_guest_write_and_the_used_ring_are_marked_in_the_shared_bitmap()
+    {
+        await using var fx = new BackendFixture();
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        ulong acked = await fe.NegotiateAsync(ulong.MaxValue & ~VirtioFeatureBits.LogAll, (VhostUserProtocolFeatures)ulong.MaxValue);
+        using var mem = new GuestMemory(0, 4 << 20);
+        await fe.SetMemTableAsync([mem]);
+        var ring = new SplitRingDriver(mem, 0, 64);
+        using var kick = new EventNotifier();
+        using var call = new EventNotifier();
+        await ring.ConfigureAsync(fe, 0, kick, call);
+        await fe.SetVringEnableAsync(0, true);
+
+        // Before migration: nothing is logged.
+        using var log = new DirtyPageLog(4 << 20);
+        await fe.SetLogBaseAsync(log);
+        ring.AddRequest("no logging yet"u8, 32);
+        kick.Signal();
+        await ring.WaitUsedAsync(1);
+        log.CountDirty().Should().Be(0);
+
+        // Migration starts: LOG_ALL on, the used ring flagged for logging (QEMU's order).
+        await fe.SetFeaturesAsync(acked | VirtioFeatureBits.LogAll);
+        await fe.SetVringAddrAsync(0, mem.ToFrontendAddress(ring.Desc), mem.ToFrontendAddress(ring.Used), mem.ToFrontendAddress(ring.Avail), log: true, logGuestAddress: ring.Used);
+        ring.AddRequest("logged write"u8, 32);
+        ulong written = ring.LastWritable;
+        kick.Signal();
+        await ring.WaitUsedAsync(1);
+        log.IsDirty(written).Should().BeTrue("the device-writable buffer was written");
+        log.IsDirty(ring.Used).Should().BeTrue("the used ring was written");
+        log.IsDirty(ring.Desc).Should().BeFalse("the device never writes the descriptor table of a split ring");
+        log.CountDirty().Should().Be(2);
+    }
+
+    [Fact]
+    public async Task A_log_too_small_for_the_memory_table_is_refused_with_a_reply()
+    {
+        await using var fx = new BackendFixture();
+        await fx.WaitListeningAsync();
+        await using var raw = await RawFrontend.ConnectAsync(fx.SocketPath);
+        (await raw.AckAsync(FrontendRequest.SetProtocolFeatures, U64Payload.Encode((ulong)(VhostUserProtocolFeatures.LogShmfd | VhostUserProtocolFeatures.ReplyAck)))).Should().Be(0);
+        using (var mem = FileDescriptor.CreateMemfd("vhostcompat-guest", 64 << 20))
+        {
+            (await raw.AckAsync(FrontendRequest.SetMemTable, MemoryTablePayload.Encode([new MemoryRegionPayload(0, 64 << 20, 0x7000_0000, 0)]), [mem.Value])).Should().Be(0);
+        }
+
+        using var small = FileDescriptor.CreateMemfd("vhostcompat-log", 4096);
+        // 64 MiB of guest memory needs 2 KiB of bitmap: 1 KiB is too small; an offset overflow is refused too.
+        raw.Send(FrontendRequest.SetLogBase, new LogDescriptionPayload(1024, 0).Encode(), [small.Value], needReply: false);
+        var reply = await raw.ReceiveAsync();
+        BinaryPrimitives.ReadUInt64LittleEndian(reply!.Value.Payload).Should().Be(1);
+        raw.Send(FrontendRequest.SetLogBase, new LogDescriptionPayload(4096, ulong.MaxValue - 100).Encode(), [small.Value], needReply: false);
+        BinaryPrimitives.ReadUInt64LittleEndian((await raw.ReceiveAsync())!.Value.Payload).Should().Be(1);
+        raw.Send(FrontendRequest.SetLogBase, new LogDescriptionPayload(4096, 4096).Encode(), [small.Value], needReply: false);
+        BinaryPrimitives.ReadUInt64LittleEndian((await raw.ReceiveAsync())!.Value.Payload).Should().Be(1, "the fd is too short for offset + size");
+        fx.Logs.Text.Should().Contain("cannot cover guest memory");
+    }
+}
