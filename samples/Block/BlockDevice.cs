@@ -1,0 +1,241 @@
+using System.Buffers.Binary;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using VhostCompat.Backend;
+using VhostCompat.Protocol;
+using VhostCompat.Queues;
+using VhostCompat.Virtio;
+
+namespace VhostCompat.Samples.Block;
+
+/// <summary>
+/// virtio-blk over a file: read, write, flush, get-id, discard and write-zeroes, read-only mode,
+/// capacity and block size in config space, several queues. Requests are guest-controlled: a bad
+/// header, a range beyond the capacity, a missing status byte or a write to a read-only disk gets
+/// the virtio-blk status it deserves and nothing is touched outside the file's range.
+/// Requests run synchronously on the queue's worker (simple and correct; one worker per queue
+/// gives parallelism).
+/// </summary>
+internal sealed class BlockDevice : VhostUserDevice
+{
+    public const int SectorSize = 512;
+    private const int HeaderLength = 16;
+    private const byte StatusOk = 0, StatusIoErr = 1, StatusUnsupported = 2;
+    private const uint TypeIn = 0, TypeOut = 1, TypeFlush = 4, TypeGetId = 8, TypeDiscard = 11, TypeWriteZeroes = 13;
+    private const int MaxSegments = 126;
+    private const uint MaxDiscardSectors = 1 << 22;
+
+    private readonly SafeFileHandle _file;
+    private readonly bool _readOnly;
+    private readonly int _queues;
+    private readonly string _serial;
+    private readonly ulong _capacitySectors;
+    private readonly ThreadLocal<byte[]> _buffer = new(() => new byte[1 << 20]);
+
+    public BlockDevice(SafeFileHandle file, long size, bool readOnly, int queues, string serial)
+    {
+        _file = file;
+        _readOnly = readOnly;
+        _queues = queues;
+        _serial = serial;
+        _capacitySectors = (ulong)size / SectorSize;
+    }
+
+    public long Requests;
+
+    public override VirtioDeviceType DeviceType => VirtioDeviceType.Block;
+
+    private const ulong SegMax = 1UL << 2, Ro = 1UL << 5, BlkSize = 1UL << 6, Flush = 1UL << 9, Mq = 1UL << 12, Discard = 1UL << 13, WriteZeroes = 1UL << 14;
+
+    public override ulong DeviceFeatures =>
+        VirtioFeatureBits.Version1 | VirtioFeatureBits.IndirectDesc | VirtioFeatureBits.EventIdx
+        | SegMax | BlkSize | Flush | Discard | WriteZeroes | (_readOnly ? Ro : 0) | (_queues > 1 ? Mq : 0);
+
+    // QEMU's vhost-user-blk reads its config space from the backend: CONFIG is mandatory.
+    public override VhostUserProtocolFeatures ProtocolFeatures => VhostUserProtocolFeatures.Config;
+
+    public override int QueueCount => _queues;
+
+    public override int ConfigSize => 60;
+
+    public override void ReadConfig(int offset, Span<byte> destination)
+    {
+        Span<byte> c = stackalloc byte[60];
+        c.Clear();
+        BinaryPrimitives.WriteUInt64LittleEndian(c, _capacitySectors);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[12..], MaxSegments);          // seg_max
+        BinaryPrimitives.WriteUInt32LittleEndian(c[20..], SectorSize);           // blk_size
+        BinaryPrimitives.WriteUInt16LittleEndian(c[34..], (ushort)_queues);      // num_queues
+        BinaryPrimitives.WriteUInt32LittleEndian(c[36..], MaxDiscardSectors);    // max_discard_sectors
+        BinaryPrimitives.WriteUInt32LittleEndian(c[40..], 1);                    // max_discard_seg
+        BinaryPrimitives.WriteUInt32LittleEndian(c[44..], 1);                    // discard_sector_alignment
+        BinaryPrimitives.WriteUInt32LittleEndian(c[48..], MaxDiscardSectors);    // max_write_zeroes_sectors
+        BinaryPrimitives.WriteUInt32LittleEndian(c[52..], 1);                    // max_write_zeroes_seg
+        c[56] = 0;                                                               // write_zeroes_may_unmap
+        c.Slice(offset, destination.Length).CopyTo(destination);
+    }
+
+    public override void OnQueueKicked(Virtqueue queue)
+    {
+        while (queue.TryPop(out DescriptorChain? chain))
+        {
+            int written = Serve(chain);
+            queue.Push(chain, written);
+            Interlocked.Increment(ref Requests);
+        }
+    }
+
+    /// <summary>Executes one request; returns the bytes written into the chain (data + status).</summary>
+    internal int Serve(DescriptorChain chain)
+    {
+        if (chain.WritableLength < 1)
+        {
+            return 0; // no status byte: nothing can be reported, nothing is done
+        }
+
+        int statusOffset = chain.WritableLength - 1;
+        Span<byte> header = stackalloc byte[HeaderLength];
+        if (chain.ReadReadable(0, header) != HeaderLength)
+        {
+            return Status(chain, statusOffset, StatusIoErr, 0);
+        }
+
+        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
+        try
+        {
+            switch (type)
+            {
+                case TypeIn:
+                {
+                    int length = statusOffset;
+                    if (!InRange(sector, (ulong)length))
+                    {
+                        return Status(chain, statusOffset, StatusIoErr, 0);
+                    }
+
+                    byte[] buffer = _buffer.Value!;
+                    int done = 0;
+                    while (done < length)
+                    {
+                        int n = Math.Min(buffer.Length, length - done);
+                        int read = RandomAccess.Read(_file, buffer.AsSpan(0, n), (long)(sector * SectorSize) + done);
+                        buffer.AsSpan(read, n - read).Clear();
+                        chain.WriteWritable(done, buffer.AsSpan(0, n));
+                        done += n;
+                    }
+
+                    return Status(chain, statusOffset, StatusOk, length);
+                }
+
+                case TypeOut:
+                {
+                    if (_readOnly)
+                    {
+                        return Status(chain, statusOffset, StatusIoErr, 0);
+                    }
+
+                    int length = chain.ReadableLength - HeaderLength;
+                    if (!InRange(sector, (ulong)length))
+                    {
+                        return Status(chain, statusOffset, StatusIoErr, 0);
+                    }
+
+                    byte[] buffer = _buffer.Value!;
+                    int done = 0;
+                    while (done < length)
+                    {
+                        int n = chain.ReadReadable(HeaderLength + done, buffer.AsSpan(0, Math.Min(buffer.Length, length - done)));
+                        RandomAccess.Write(_file, buffer.AsSpan(0, n), (long)(sector * SectorSize) + done);
+                        done += n;
+                    }
+
+                    return Status(chain, statusOffset, StatusOk, 0);
+                }
+
+                case TypeFlush:
+                    if (!_readOnly)
+                    {
+                        RandomAccess.FlushToDisk(_file);
+                    }
+
+                    return Status(chain, statusOffset, StatusOk, 0);
+                case TypeGetId:
+                {
+                    Span<byte> id = stackalloc byte[20];
+                    id.Clear();
+                    Encoding.ASCII.GetBytes(_serial.AsSpan(0, Math.Min(_serial.Length, 20)), id);
+                    int n = Math.Min(20, statusOffset);
+                    chain.WriteWritable(0, id[..n]);
+                    return Status(chain, statusOffset, StatusOk, n);
+                }
+
+                case TypeDiscard:
+                case TypeWriteZeroes:
+                    return Status(chain, statusOffset, Zero(chain), 0);
+                default:
+                    return Status(chain, statusOffset, StatusUnsupported, 0);
+            }
+        }
+        catch (IOException)
+        {
+            return Status(chain, statusOffset, StatusIoErr, 0);
+        }
+    }
+
+    /// <summary>DISCARD and WRITE_ZEROES: one 16-byte segment (sector, sectors, flags); both zero the range here.</summary>
+    private byte Zero(DescriptorChain chain)
+    {
+        if (_readOnly)
+        {
+            return StatusIoErr;
+        }
+
+        Span<byte> segment = stackalloc byte[16];
+        if (chain.ReadableLength != HeaderLength + 16 || chain.ReadReadable(HeaderLength, segment) != 16)
+        {
+            return StatusUnsupported;
+        }
+
+        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(segment);
+        uint count = BinaryPrimitives.ReadUInt32LittleEndian(segment[8..]);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(segment[12..]);
+        if ((flags & ~1u) != 0 || count > MaxDiscardSectors || !InRange(sector, (ulong)count * SectorSize))
+        {
+            return StatusIoErr;
+        }
+
+        byte[] zeros = _buffer.Value!;
+        Array.Clear(zeros);
+        ulong remaining = (ulong)count * SectorSize;
+        long position = (long)(sector * SectorSize);
+        while (remaining > 0)
+        {
+            int n = (int)Math.Min((ulong)zeros.Length, remaining);
+            RandomAccess.Write(_file, zeros.AsSpan(0, n), position);
+            position += n;
+            remaining -= (ulong)n;
+        }
+
+        return StatusOk;
+    }
+
+    /// <summary>True when [sector·512, +length) lies inside the disk (overflow-checked).</summary>
+    private bool InRange(ulong sector, ulong length)
+    {
+        if (sector > _capacitySectors)
+        {
+            return false;
+        }
+
+        ulong start = sector * SectorSize; // cannot overflow: sector ≤ capacity ≤ 2^63/512
+        ulong end = start + length;
+        return end >= start && end <= _capacitySectors * SectorSize;
+    }
+
+    private static int Status(DescriptorChain chain, int statusOffset, byte status, int dataWritten)
+    {
+        chain.WriteWritable(statusOffset, [status]);
+        return dataWritten + 1; // used length: the data written plus the status byte (as QEMU reports it)
+    }
+}

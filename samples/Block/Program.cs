@@ -1,0 +1,115 @@
+using Microsoft.Extensions.Logging;
+using VhostCompat.Backend;
+using VhostCompat.Compat;
+using VhostCompat.Samples.Block;
+
+// A vhost-user-blk backend serving a file, following QEMU's backend-program conventions:
+//   --socket-path PATH   listen on PATH (--client: connect to it)      --fd N: inherited socket
+//   --image FILE         the disk image (created with --size if missing)
+//   --size BYTES         size of a new image (multiple of 512)
+//   --read-only          refuse writes (VIRTIO_BLK_F_RO)
+//   --queues N           virtqueues (default 1)
+//   --serial ID          the GET_ID string (default "vhostcompat")
+//   --compat-profile P, --state-dir DIR, --print-capabilities, --log-level LEVEL
+string? socketPath = null, image = null, profile = null, stateDir = null;
+int? inheritedFd = null;
+long size = 0;
+bool readOnly = false, client = false, printCapabilities = false;
+int queues = 1;
+string serial = "vhostcompat";
+LogLevel level = LogLevel.Information;
+for (int i = 0; i < args.Length; i++)
+{
+    string a = args[i];
+    int eq = a.IndexOf('=', StringComparison.Ordinal);
+    string? inline = eq >= 0 ? a[(eq + 1)..] : null;
+    string key = eq >= 0 ? a[..eq] : a;
+    string Value() => inline ?? (++i < args.Length ? args[i] : throw new ArgumentException($"{key} needs a value"));
+    switch (key)
+    {
+        case "--socket-path": socketPath = Value(); break;
+        case "--fd": inheritedFd = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--client": client = true; break;
+        case "--image": image = Value(); break;
+        case "--size": size = long.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--read-only": readOnly = true; break;
+        case "--queues": queues = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--serial": serial = Value(); break;
+        case "--compat-profile": profile = Value(); break;
+        case "--state-dir": stateDir = Value(); break;
+        case "--print-capabilities": printCapabilities = true; break;
+        case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
+        case "-h" or "--help":
+            Console.WriteLine("usage: VhostCompat.Samples.Block (--socket-path PATH [--client] | --fd N | --print-capabilities) --image FILE [--size BYTES] [--read-only] [--queues N] [--serial ID] [--compat-profile P] [--state-dir DIR] [--log-level LEVEL]");
+            return 0;
+        default:
+            Console.Error.WriteLine($"unknown option {a}");
+            return 2;
+    }
+}
+
+if (queues is < 1 or > 64 || size < 0 || size % BlockDevice.SectorSize != 0)
+{
+    Console.Error.WriteLine("--queues must be 1..64 and --size a multiple of 512");
+    return 2;
+}
+
+using ILoggerFactory loggerFactory = LoggerFactory.Create(b => b
+    .SetMinimumLevel(level)
+    .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; }));
+
+if (printCapabilities)
+{
+    using var none = new Microsoft.Win32.SafeHandles.SafeFileHandle();
+    Console.WriteLine(CapabilityDocument.Render(new BlockDevice(none, size, readOnly, queues, serial), new VhostUserBackendOptions { SocketPath = "-" }));
+    return 0;
+}
+
+if (image is null)
+{
+    Console.Error.WriteLine("--image is required");
+    return 2;
+}
+
+if (!File.Exists(image))
+{
+    if (size == 0)
+    {
+        Console.Error.WriteLine($"{image} does not exist; give --size to create it");
+        return 2;
+    }
+
+    using var create = File.OpenHandle(image, FileMode.CreateNew, FileAccess.ReadWrite);
+    RandomAccess.SetLength(create, size);
+}
+
+using var file = File.OpenHandle(image, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.Read);
+long length = RandomAccess.GetLength(file);
+var device = new BlockDevice(file, length, readOnly, queues, serial);
+var options = new VhostUserBackendOptions
+{
+    SocketPath = socketPath,
+    InheritedFd = inheritedFd,
+    Mode = client ? VhostUserSocketMode.Client : VhostUserSocketMode.Server,
+    Workers = Math.Min(queues, Environment.ProcessorCount),
+    CompatProfile = profile,
+    StateDirectory = stateDir,
+};
+
+using var stop = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
+using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+    System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
+try
+{
+    var backend = new VhostUserBackend(device, options, loggerFactory);
+    await backend.RunAsync(stop.Token);
+}
+catch (Exception ex) when (ex is ArgumentException or FormatException or CompatibilityException or AckedStateCorruptException)
+{
+    Console.Error.WriteLine(ex.Message);
+    return ex is CompatibilityException ? 3 : 2;
+}
+
+Console.WriteLine($"requests={device.Requests}");
+return 0;
