@@ -105,7 +105,7 @@ try
     var backend = new VhostUserBackend(device, options, loggerFactory);
     await backend.RunAsync(stop.Token);
 }
-catch (Exception ex) when (ex is ArgumentException or FormatException or CompatibilityException or AckedStateCorruptException)
+catch (Exception ex) when (ex is ArgumentException or FormatException or CompatibilityException or AckedStateCorruptException or IOException)
 {
     Console.Error.WriteLine(ex.Message);
     return ex is CompatibilityException ? 3 : 2;

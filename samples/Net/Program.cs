@@ -129,7 +129,18 @@ for (int port = 0; port < ports; port++)
     runs.Add(backend.RunAsync(stop.Token));
 }
 
-await Task.WhenAll(runs);
+try
+{
+    await Task.WhenAll(runs);
+}
+catch (IOException ex)
+{
+    // e.g. the socket path is served by another live backend
+    Console.Error.WriteLine(ex.Message);
+    stop.Cancel();
+    return 2;
+}
+
 for (int port = 0; port < ports; port++)
 {
     var s = @switch.Stats[port];

@@ -85,6 +85,11 @@ internal sealed class BackendSession
             p |= VhostUserProtocolFeatures.ConfigureMemSlots;
         }
 
+        if (device.StateVersion != 0)
+        {
+            p |= VhostUserProtocolFeatures.DeviceState;
+        }
+
         return p;
     }
 
@@ -337,8 +342,9 @@ internal sealed class BackendSession
             case FrontendRequest.VringKick:
                 return Gate(VhostUserProtocolFeatures.InbandNotifications) ?? Outcome.Reject("in-band notifications are not supported");
             case FrontendRequest.SetDeviceStateFd:
+                return Gate(VhostUserProtocolFeatures.DeviceState) ?? SetDeviceStateFd(DeviceStateTransferPayload.Read(p), message);
             case FrontendRequest.CheckDeviceState:
-                return Gate(VhostUserProtocolFeatures.DeviceState) ?? Outcome.Reject("device state transfer is not supported");
+                return Gate(VhostUserProtocolFeatures.DeviceState) ?? CheckDeviceState();
             case FrontendRequest.GetSharedObject:
                 return Gate(VhostUserProtocolFeatures.SharedObject) ?? Outcome.Reject("shared objects are not supported");
             case FrontendRequest.CreateCryptoSession:
@@ -853,6 +859,90 @@ internal sealed class BackendSession
         _pin?.PatchConfig(0, config);
         ulong guestFeatures = _ackedFeatures & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
         _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config));
+    }
+
+    private Task<string?>? _stateTransfer;
+
+    /// <summary>
+    /// SET_DEVICE_STATE_FD: save (direction 0) writes the device's wrapped state into the fd and closes
+    /// it; load (1) reads the fd to EOF and hands the validated payload to the device. The transfer runs
+    /// in the background (the frontend drains or fills the pipe meanwhile); CHECK_DEVICE_STATE reports it.
+    /// </summary>
+    private Outcome SetDeviceStateFd(DeviceStateTransferPayload t, VhostUserMessage message)
+    {
+        if (t.Direction > 1 || t.Phase != 0)
+        {
+            return Outcome.Reply(U64Payload.Encode(0x100 | 1)); // error, no fd returned
+        }
+
+        if (_rings.Any(r => r.Started))
+        {
+            return Outcome.Reply(U64Payload.Encode(0x100 | 1)); // state is only consistent while stopped
+        }
+
+        FileDescriptor fd = message.TakeFd(0);
+        var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd.Detach(), ownsHandle: true);
+        VhostUserDevice device = _device;
+        uint type = (uint)device.DeviceType;
+        _stateTransfer = t.Direction == 0
+            ? Task.Run(new Func<string?>(() =>
+            {
+                using var stream = new FileStream(handle, FileAccess.Write, 1);
+                stream.Write(DeviceStateBlob.Wrap(type, device.StateVersion, device.SaveState()));
+                return null;
+            }))
+            : Task.Run(new Func<string?>(() =>
+            {
+                using var stream = new FileStream(handle, FileAccess.Read, 1);
+                using var buffer = new MemoryStream();
+                var chunk = new byte[65536];
+                int n;
+                while ((n = stream.Read(chunk)) > 0)
+                {
+                    if (buffer.Length + n > DeviceStateBlob.MaxPayload + DeviceStateBlob.HeaderLength + DeviceStateBlob.DigestLength)
+                    {
+                        return "device state exceeds the size limit";
+                    }
+
+                    buffer.Write(chunk, 0, n);
+                }
+
+                string? error = DeviceStateBlob.TryUnwrap(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), type, out uint version, out ReadOnlySpan<byte> payload);
+                if (error is not null)
+                {
+                    return error;
+                }
+
+                return device.LoadState(version, payload) ? null : $"the device refused state version {version} (it writes version {device.StateVersion})";
+            }));
+        return Outcome.Reply(U64Payload.Encode(0x100)); // success, no fd of our own: the frontend's pipe is used
+    }
+
+    private Outcome CheckDeviceState()
+    {
+        Task<string?>? transfer = _stateTransfer;
+        _stateTransfer = null;
+        string? error;
+        if (transfer is null)
+        {
+            error = "no device state transfer was started";
+        }
+        else if (!transfer.Wait(TimeSpan.FromSeconds(10)))
+        {
+            error = "the device state transfer did not finish within 10 s";
+        }
+        else
+        {
+            error = transfer.IsFaulted ? transfer.Exception!.InnerException!.Message : transfer.Result;
+        }
+
+        if (error is not null)
+        {
+            Log.Refused(_logger, "CHECK_DEVICE_STATE", error);
+            return Outcome.Reply(U64Payload.Encode(1));
+        }
+
+        return Outcome.Reply(U64Payload.Encode(0));
     }
 
     private Outcome ResetDevice()

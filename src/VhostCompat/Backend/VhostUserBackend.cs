@@ -70,7 +70,15 @@ public sealed class VhostUserBackend
         {
             if (_options.CompatProfile is null)
             {
-                _pin = ProfilePin.Create(_device, recorded);
+                try
+                {
+                    _pin = ProfilePin.Create(_device, recorded);
+                }
+                catch (ProfileFormatException ex)
+                {
+                    // A downgrade: the build cannot offer the profile the guest was started with.
+                    throw new CompatibilityException($"acked-state record '{record.Key}' cannot be honoured by this build", [ex.Message]);
+                }
             }
             else if (_pin is not null && !_pin.Profile.SameInterface(recorded))
             {

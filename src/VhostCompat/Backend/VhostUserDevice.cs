@@ -25,8 +25,8 @@ public abstract class VhostUserDevice
 
     /// <summary>
     /// Device-specific protocol features the device opts into, on top of the ones the SDK always
-    /// implements (REPLY_ACK, STATUS, CONFIGURE_MEM_SLOTS, RESET_DEVICE, and MQ when
-    /// <see cref="QueueCount"/> is above the minimum). Examples: <see cref="VhostUserProtocolFeatures.Config"/>
+    /// implements (MQ, REPLY_ACK, STATUS, LOG_SHMFD, CONFIGURE_MEM_SLOTS, RESET_DEVICE, and
+    /// DEVICE_STATE when <see cref="StateVersion"/> is non-zero). Examples: <see cref="VhostUserProtocolFeatures.Config"/>
     /// for devices with a config space the frontend reads from the backend (block),
     /// <see cref="VhostUserProtocolFeatures.Mtu"/> for net.
     /// </summary>
@@ -97,6 +97,21 @@ public abstract class VhostUserDevice
     public virtual void OnQueueStopped(Virtqueue queue)
     {
     }
+
+    /// <summary>
+    /// Version of the device's own state format (written into every saved blob). Return 0 (the
+    /// default) when the device has no internal state: DEVICE_STATE is then not offered.
+    /// </summary>
+    public virtual uint StateVersion => 0;
+
+    /// <summary>Serialises internal state (MAC table, counters...) for migration; called with every queue stopped.</summary>
+    public virtual byte[] SaveState() => [];
+
+    /// <summary>
+    /// Restores state saved by <see cref="SaveState"/> of a build whose <see cref="StateVersion"/> was
+    /// <paramref name="version"/>. Return false to refuse it (e.g. a newer format); the transfer then fails cleanly.
+    /// </summary>
+    public virtual bool LoadState(uint version, ReadOnlySpan<byte> state) => false;
 
     /// <summary>Called when the frontend connection ends, after every queue has stopped. The next connection starts from scratch.</summary>
     public virtual void OnDisconnected()

@@ -118,6 +118,64 @@ public sealed class VhostUserFrontend : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Device state transfer, save direction (DEVICE_STATE): SET_DEVICE_STATE_FD with the write end of a
+    /// pipe, read the backend's state blob to EOF, then CHECK_DEVICE_STATE. Every ring must be stopped.
+    /// </summary>
+    /// <exception cref="VhostUserRequestException">The backend refused or reported a failed transfer.</exception>
+    public async Task<byte[]> SaveDeviceStateAsync(CancellationToken cancellationToken = default)
+    {
+        var (read, write) = Libc.Pipe();
+        using var reader = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(read, ownsHandle: true), FileAccess.Read, 1);
+        using (var writeEnd = new FileDescriptor(write))
+        {
+            await StartDeviceStateAsync(0, writeEnd.Value, cancellationToken).ConfigureAwait(false);
+        }
+
+        using var blob = new MemoryStream();
+        await reader.CopyToAsync(blob, cancellationToken).ConfigureAwait(false);
+        await CheckDeviceStateAsync(cancellationToken).ConfigureAwait(false);
+        return blob.ToArray();
+    }
+
+    /// <summary>Device state transfer, load direction: hands the backend a pipe, writes <paramref name="state"/> into it, then CHECK_DEVICE_STATE.</summary>
+    /// <exception cref="VhostUserRequestException">The backend refused the state (truncated, corrupted, newer format...).</exception>
+    public async Task LoadDeviceStateAsync(ReadOnlyMemory<byte> state, CancellationToken cancellationToken = default)
+    {
+        var (read, write) = Libc.Pipe();
+        using (var readEnd = new FileDescriptor(read))
+        {
+            await StartDeviceStateAsync(1, readEnd.Value, cancellationToken).ConfigureAwait(false);
+        }
+
+        using (var writer = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(write, ownsHandle: true), FileAccess.Write, 1))
+        {
+            await writer.WriteAsync(state, cancellationToken).ConfigureAwait(false);
+        }
+
+        await CheckDeviceStateAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task StartDeviceStateAsync(uint direction, int fd, CancellationToken cancellationToken)
+    {
+        var payload = new byte[DeviceStateTransferPayload.Size];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(payload, direction);
+        ulong r = U64Payload.Read(await RequestAsync(FrontendRequest.SetDeviceStateFd, payload, [fd], U64Payload.Size, cancellationToken).ConfigureAwait(false));
+        if ((r & 0xFF) != 0)
+        {
+            throw new VhostUserRequestException("SET_DEVICE_STATE_FD", $"backend refused the transfer (0x{r:x})");
+        }
+    }
+
+    private async Task CheckDeviceStateAsync(CancellationToken cancellationToken)
+    {
+        ulong r = U64Payload.Read(await RequestAsync(FrontendRequest.CheckDeviceState, [], [], U64Payload.Size, cancellationToken).ConfigureAwait(false));
+        if (r != 0)
+        {
+            throw new VhostUserRequestException("CHECK_DEVICE_STATE", "the backend reports the state transfer failed");
+        }
+    }
+
     /// <summary>SET_VRING_NUM.</summary>
     public Task SetVringNumAsync(int index, int size, CancellationToken cancellationToken = default) =>
         CommandAsync(FrontendRequest.SetVringNum, new VringStatePayload((uint)index, (uint)size).Encode(), [], cancellationToken);

@@ -54,6 +54,21 @@ internal static partial class Libc
         return r;
     }
 
+    [LibraryImport(LibraryName, EntryPoint = "pipe2", SetLastError = true)]
+    private static unsafe partial int Pipe2(int* fds, int flags);
+
+    /// <summary>Creates a close-on-exec pipe: (read end, write end).</summary>
+    internal static unsafe (int Read, int Write) Pipe()
+    {
+        int* fds = stackalloc int[2];
+        if (Pipe2(fds, O_CLOEXEC) != 0)
+        {
+            throw new IOException(ErrorText("pipe2", Marshal.GetLastPInvokeError()));
+        }
+
+        return (fds[0], fds[1]);
+    }
+
     internal const int F_GETFL = 3;
     internal const int F_GETFD = 1;
 
