@@ -24,7 +24,10 @@ internal sealed class RngDevice : VhostUserDevice
 
     public override ushort MaxQueueSize => 256;
 
-    /// <summary>Runs on the queue's worker thread after the guest kicked: answer every posted buffer.</summary>
+    /// <summary>
+    /// Runs on the queue's worker thread after the guest kicked: answer every posted buffer. (A disabled ring is
+    /// served too: the SDK does not re-run this when the ring is enabled later, so skipping would lose the kick.)
+    /// </summary>
     public override void OnQueueKicked(Virtqueue queue)
     {
         Span<byte> random = stackalloc byte[256];

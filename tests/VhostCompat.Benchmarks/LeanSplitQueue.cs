@@ -108,6 +108,7 @@ internal sealed unsafe class LeanSplitQueue
         int tableSize = _size;
         int index = head;
         int count = 0;
+        int buffers = 0;
         bool indirect = false;
         bool sawWritable = false;
         while (true)
@@ -125,7 +126,7 @@ internal sealed unsafe class LeanSplitQueue
             if ((flags & QueueLayout.DescFlagIndirect) != 0)
             {
                 if (indirect || (flags & QueueLayout.DescFlagNext) != 0
-                    || len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > QueueLayout.MaxIndirectEntries)
+                    || len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > (uint)_size)
                 {
                     return Break("bad indirect descriptor");
                 }
@@ -150,6 +151,11 @@ internal sealed unsafe class LeanSplitQueue
             }
 
             sawWritable |= writable;
+            if (++buffers > _size)
+            {
+                return Break("chain longer than the ring");
+            }
+
             if (_delegateTranslate)
             {
                 if (!AddPieces(chain, addr, len, writable))
@@ -161,7 +167,7 @@ internal sealed unsafe class LeanSplitQueue
             {
                 if (TranslateOne(addr, len, out nint host))
                 {
-                    if (!chain.Add(host, len, writable))
+                    if (!chain.Add(host, addr, len, writable))
                     {
                         return Break("chain too long");
                     }
@@ -216,8 +222,13 @@ internal sealed unsafe class LeanSplitQueue
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool AddPieces(DescriptorChain chain, ulong gpa, uint length, bool writable)
     {
-        var state = (chain, writable);
-        return _table.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref (DescriptorChain Chain, bool Writable) s, nint host, ulong len) => s.Chain.Add(host, len, s.Writable));
+        var state = (chain, writable, gpa);
+        return _table.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref (DescriptorChain Chain, bool Writable, ulong Gpa) s, nint host, ulong len) =>
+        {
+            bool ok = s.Chain.Add(host, s.Gpa, len, s.Writable);
+            s.Gpa += len;
+            return ok;
+        });
     }
 
     /// <summary>Writes the used element; the index becomes visible to the driver at <see cref="Flush"/>.</summary>

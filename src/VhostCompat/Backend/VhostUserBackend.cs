@@ -205,7 +205,8 @@ public sealed class VhostUserBackend
 
         // Bind under a temporary name and rename over the final path: the path never points to a
         // socket that is not yet listening, and a stale file is replaced atomically.
-        string temp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        // A short temporary name in the same directory, so it fits sun_path whenever the final path does.
+        string temp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".vc{Environment.ProcessId % 100000}{Random.Shared.Next(1000, 9999)}");
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {

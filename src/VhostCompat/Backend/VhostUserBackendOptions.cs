@@ -78,6 +78,11 @@ public sealed class VhostUserBackendOptions
             throw new ArgumentException("either SocketPath or InheritedFd must be set", nameof(SocketPath));
         }
 
+        if (SocketPath is not null && System.Text.Encoding.UTF8.GetByteCount(Path.GetFullPath(SocketPath)) > 107)
+        {
+            throw new ArgumentException($"SocketPath '{SocketPath}' is longer than the 107 bytes a Unix socket address holds", nameof(SocketPath));
+        }
+
         if (InheritedFd is < 0)
         {
             throw new ArgumentException($"InheritedFd {InheritedFd} is negative", nameof(InheritedFd));

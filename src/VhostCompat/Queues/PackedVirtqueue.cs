@@ -252,6 +252,14 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         _pendingSignal = true;
     }
 
+    internal override void SuppressKicks()
+    {
+        if (!IsBroken)
+        {
+            Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventDisable);
+        }
+    }
+
     internal override bool PrepareToSleep()
     {
         if (IsBroken)

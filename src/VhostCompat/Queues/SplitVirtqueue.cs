@@ -195,11 +195,31 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         _pendingSignal = true;
     }
 
+    internal override void SuppressKicks()
+    {
+        // With EVENT_IDX the driver ignores the flag; a stale avail_event already limits kicks to one.
+        if (!EventIndex && !IsBroken && !_kicksSuppressed)
+        {
+            Volatile.Write(ref *(ushort*)_used, (ushort)1); // VRING_USED_F_NO_NOTIFY
+            LogRingWrite(0, 2);
+            _kicksSuppressed = true;
+        }
+    }
+
+    private bool _kicksSuppressed;
+
     internal override bool PrepareToSleep()
     {
         if (IsBroken)
         {
             return false;
+        }
+
+        if (_kicksSuppressed)
+        {
+            Volatile.Write(ref *(ushort*)_used, (ushort)0);
+            LogRingWrite(0, 2);
+            _kicksSuppressed = false;
         }
 
         if (EventIndex)

@@ -149,6 +149,12 @@ public abstract class Virtqueue
     private protected abstract void PushCore(DescriptorChain chain, uint length);
 
     /// <summary>
+    /// Asks the driver not to kick while the worker drains the ring (split: VRING_USED_F_NO_NOTIFY
+    /// without EVENT_IDX; packed: device event DISABLE). <see cref="PrepareToSleep"/> turns kicks back on.
+    /// </summary>
+    internal abstract void SuppressKicks();
+
+    /// <summary>
     /// Re-enables driver notifications before the worker sleeps and re-checks the ring (closing the
     /// lost-kick race). Returns true if buffers arrived meanwhile and the device should run again.
     /// </summary>

@@ -196,6 +196,7 @@ internal sealed class VirtqueueWorker : IDisposable
         try
         {
             int rounds = 0;
+            q.SuppressKicks();
             do
             {
                 b.Handler(q);

@@ -23,7 +23,8 @@
 #                            (perf stat tracepoints; the frontend's write()s are its kicks)
 #   QUIET_WAIT=60 QUIET_MAX=0.3  before each run wait up to QUIET_WAIT s until other processes use < QUIET_MAX CPUs
 #   REPO=<git root>  OUT=/tmp/vhc-bench/compare-dpdk/<timestamp>  PERF=0 (1: perf record the C# backend
-#   for 5 s inside the window of the first csharp run; needs perf; writes perf.data/perf-report.txt)
+#   for 5 s inside the window of the first non-dpdk run; needs perf; writes perf.data/perf-report.txt;
+#   sets DOTNET_PerfMapEnabled=1 and DOTNET_EnableWriteXorExecute=0 for the .NET backends)
 # Output: RUN lines, ROUND lines, SUMMARY; logs under $OUT/r<round>-<variant>/.
 set -uo pipefail
 
@@ -44,6 +45,7 @@ for t in dpdk-testpmd taskset timeout bc awk; do command -v "$t" >/dev/null || d
 
 # ---------- process bookkeeping: only PIDs we started, only our DPDK prefixes ----------
 declare -a STARTED=()          # timeout wrapper PIDs
+declare -a CHILDREN=()         # the programs under them (same PID through taskset/stdbuf exec)
 declare -a PREFIXES=()         # DPDK --file-prefix values we used
 declare -a SOCKS=()
 declare -A FIFO_FD=()          # testpmd name -> write fd of its stdin fifo
@@ -51,13 +53,15 @@ HAD_DPDK_RUNDIR=0; [ -d /var/run/dpdk ] && HAD_DPDK_RUNDIR=1
 
 cleanup() {
   local p i alive
-  for n in "${!FIFO_FD[@]}"; do exec {FIFO_FD[$n]}>&- 2>/dev/null; done; FIFO_FD=()
+  local fd
+  for n in "${!FIFO_FD[@]}"; do fd=${FIFO_FD[$n]}; exec {fd}>&- 2>/dev/null; done; FIFO_FD=()
   for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for i in $(seq 1 50); do
     alive=0; for p in "${STARTED[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ $alive = 0 ] && break; sleep 0.1
   done
-  for p in "${STARTED[@]}"; do kill -0 "$p" 2>/dev/null && { log "KILL $p"; kill -KILL "$p" 2>/dev/null; }; done
+  # KILLing a timeout wrapper would orphan its child: KILL the real programs too (only PIDs we recorded)
+  for p in "${STARTED[@]}" "${CHILDREN[@]}"; do kill -0 "$p" 2>/dev/null && { log "KILL $p"; kill -KILL "$p" 2>/dev/null; }; done
   wait 2>/dev/null
   for p in "${PREFIXES[@]}"; do rm -rf "/var/run/dpdk/$p"; done
   [ "$HAD_DPDK_RUNDIR" = 0 ] && rmdir /var/run/dpdk 2>/dev/null
@@ -70,6 +74,7 @@ trap '' PIPE
 
 # PID of the real program under "timeout ... taskset ... prog" (taskset execs, so it is timeout's child)
 child_of() { local w=$1 c i; for i in $(seq 1 50); do c=$(ps -o pid= --ppid "$w" 2>/dev/null | head -1 | tr -d ' '); [ -n "$c" ] && { echo "$c"; return 0; }; sleep 0.1; done; echo "$w"; }
+# (child_of runs in a $(...) subshell, so callers append the result to CHILDREN themselves)
 # utime stime (ticks) of one process (all its threads)
 ticks() { awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null || echo "0 0"; }
 # aggregate "busy idle steal" jiffies of the whole machine
@@ -94,7 +99,7 @@ testpmd() {
     --no-pci --no-huge -m 512 "$@" < "$fifo" > "$dir/$name.log" 2>&1 &
   TP_W=$!; STARTED+=("$TP_W")
   exec {fd}> "$fifo"; FIFO_FD[$name]=$fd
-  TP_P=$(child_of "$TP_W")
+  TP_P=$(child_of "$TP_W"); CHILDREN+=("$TP_P")
   # stdbuf is exec'd by taskset and execs testpmd: the child PID is testpmd itself
 }
 tp() { echo "$2" >&"${FIFO_FD[$1]}"; }
@@ -169,7 +174,7 @@ run_one() { # ROUND VARIANT
       # mapping off, otherwise samples land in "memfd:doublemapper" and cannot be attributed)
       [ "$PERF" = 1 ] && export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0
       timeout -k 5 "$T_LIMIT" taskset -c "$BE_CPU" "${cmd[@]}" > "$dir/be.log" 2>&1 &
-      be_w=$!; STARTED+=("$be_w"); be_p=$(child_of "$be_w") ;;
+      be_w=$!; STARTED+=("$be_w"); be_p=$(child_of "$be_w"); CHILDREN+=("$be_p") ;;
     *) die "unknown variant $variant" ;;
   esac
   local end=$(( $(date +%s) + 30 ))

@@ -12,6 +12,12 @@ public sealed class QemuGuestOptions
     /// <summary>true: QEMU listens (chardev server=on,wait=off) and the backend connects.</summary>
     public bool QemuIsServer { get; init; }
 
+    /// <summary>
+    /// QEMU as client only: add <c>reconnect=N</c> to the chardev, so QEMU reconnects every N seconds after the backend
+    /// went away (a backend restart/upgrade under a running guest). Null (default): no reconnect.
+    /// </summary>
+    public int? ReconnectSeconds { get; init; }
+
     public int MemoryMb { get; init; } = 256;
 
     public string Mac { get; init; } = "52:54:00:12:34:56";
@@ -102,7 +108,8 @@ public sealed class QemuGuest : IAsyncDisposable
         }
 
         var mem = options.MemoryMb.ToString(CultureInfo.InvariantCulture) + "M";
-        var chardev = "socket,id=c0,path=" + options.SocketPath + (options.QemuIsServer ? ",server=on,wait=off" : string.Empty);
+        var chardev = "socket,id=c0,path=" + options.SocketPath + (options.QemuIsServer ? ",server=on,wait=off" : string.Empty)
+            + (options.ReconnectSeconds is { } reconnect && !options.QemuIsServer ? ",reconnect=" + reconnect.ToString(CultureInfo.InvariantCulture) : string.Empty);
         var append = "console=ttyS0 panic=-1 quiet" + string.Concat(options.GuestParameters.Select(kv => $" vhostcompat.{kv.Key}={kv.Value}"));
         var args = new List<string>
         {

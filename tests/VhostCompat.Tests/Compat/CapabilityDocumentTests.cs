@@ -26,7 +26,7 @@ public class CapabilityDocumentTests
         var vc = root.GetProperty("vhostcompat");
         vc.GetProperty("schema-version").GetInt32().Should().Be(2);
         vc.GetProperty("virtio-feature-names").EnumerateArray().Select(e => e.GetString()).Should()
-            .Equal("csum", "mtu", "host_tso4", "host_tso6", "mrg_rxbuf", "mq", "indirect_desc", "event_idx", "protocol_features", "version_1");
+            .Equal("csum", "mtu", "host_tso4", "host_tso6", "mrg_rxbuf", "mq", "log_all", "indirect_desc", "event_idx", "protocol_features", "version_1");
         vc.GetProperty("protocol-feature-names").EnumerateArray().Select(e => e.GetString()).Should().Contain(["mq", "reply_ack", "mtu", "status"]);
         vc.GetProperty("queues").GetInt32().Should().Be(8);
         vc.GetProperty("queue-num-reply").GetInt32().Should().Be(4);
@@ -42,7 +42,7 @@ public class CapabilityDocumentTests
         string json = CapabilityDocument.Render(device, Options, ProfileCatalogTests.NetCatalog());
         var caps = CapabilityDocument.Parse(Encoding.UTF8.GetBytes(json), "caps.json");
         caps.DeviceType.Should().Be(VirtioDeviceType.Net);
-        caps.VirtioFeatures.Should().Be(device.DeviceFeatures | VirtioFeatureBits.ProtocolFeatures);
+        caps.VirtioFeatures.Should().Be(device.DeviceFeatures | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
         caps.Queues.Should().Be(8);
         caps.MaxQueueSize.Should().Be(1024);
         caps.Config.Should().ContainKey("mtu").WhoseValue.Should().Be("9000");
@@ -72,7 +72,7 @@ public class CapabilityDocumentTests
         var device = Device();
         var v1 = ProfileCatalogTests.NetCatalog().Find("org.example.vnet.v1")!;
         var caps = BackendCapabilities.FromDevice(device, Options, null, v1);
-        caps.VirtioFeatures.Should().Be(v1.Features | VirtioFeatureBits.ProtocolFeatures);
+        caps.VirtioFeatures.Should().Be(v1.Features | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
         caps.Queues.Should().Be(2);
         caps.QueueNumReply.Should().Be(1);
         caps.MaxQueueSize.Should().Be(256);

@@ -200,7 +200,7 @@ public sealed class CliTests : IDisposable
             var (code, output, err) = await Run("probe", "--json", socket);
             code.Should().Be(0, err);
             var caps = CapabilityDocument.Parse(Encoding.UTF8.GetBytes(output), "probe");
-            caps.VirtioFeatures.Should().Be(device.DeviceFeatures | VirtioFeatureBits.ProtocolFeatures);
+            caps.VirtioFeatures.Should().Be(device.DeviceFeatures | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
             caps.Queues.Should().Be(4);
             caps.QueueNumReply.Should().Be(2);
             caps.MaxQueueSize.Should().Be(512);

@@ -1,0 +1,107 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace VhostCompat.InteropTests.Harness;
+
+/// <summary>
+/// The sample vhost-user-blk backend (samples/Block): <c>dotnet VhostCompat.Samples.Block.dll --socket-path SOCK --image FILE ...</c>.
+/// It listens, QEMU connects; its simple-console log (stdout) is checked for fail/crit entries, and it prints
+/// <c>requests=N</c> when it exits on SIGTERM.
+/// </summary>
+public sealed class BlockSampleBackend : IAsyncDisposable
+{
+    private static readonly Regex RequestsLine = new(@"^requests=(?<n>\d+)\s*$", RegexOptions.CultureInvariant | RegexOptions.Multiline);
+
+    private BlockSampleBackend(ExternalProcess process, string socketPath, string imagePath)
+    {
+        Process = process;
+        SocketPath = socketPath;
+        ImagePath = imagePath;
+    }
+
+    public ExternalProcess Process { get; }
+
+    public string SocketPath { get; }
+
+    public string ImagePath { get; }
+
+    public string LogPath => Process.StdoutPath;
+
+    public static string DllPath => RepositoryLayout.SampleDll("Block", "VhostCompat.Samples.Block");
+
+    /// <summary>Starts the backend on <paramref name="imagePath"/> (created when <paramref name="createSize"/> is given) and waits for its socket.</summary>
+    public static async Task<BlockSampleBackend> StartAsync(
+        InteropRun run, string socketPath, string imagePath, long? createSize, int queues, string serial,
+        bool readOnly = false, string name = "blk-backend", TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        File.Delete(socketPath);
+        var args = new List<string>
+        {
+            DllPath, "--socket-path", socketPath, "--image", imagePath,
+            "--queues", queues.ToString(CultureInfo.InvariantCulture), "--serial", serial, "--log-level", "Information",
+        };
+        if (createSize is { } size)
+        {
+            args.Add("--size");
+            args.Add(size.ToString(CultureInfo.InvariantCulture));
+        }
+
+        if (readOnly)
+        {
+            args.Add("--read-only");
+        }
+
+        var process = ExternalProcess.Start(new ExternalProcessOptions(name, RepositoryLayout.DotnetHost, args, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
+        {
+            Environment = { ["DOTNET_NOLOGO"] = "1", ["NO_COLOR"] = "1" },
+        });
+        run.AddArtifact($"backend log ({name}, pid {process.Pid}, stdout)", process.StdoutPath);
+        run.AddArtifact($"backend stderr ({name})", process.StderrPath);
+        var backend = new BlockSampleBackend(process, socketPath, imagePath);
+        if (!await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false))
+        {
+            var why = process.HasExited ? $"exited with {process.ExitCode}" : "still running";
+            await backend.DisposeAsync().ConfigureAwait(false);
+            throw new InvalidOperationException($"block backend did not create {socketPath} within 30 s ({why}): {process.CommandLine}{run.Diagnostics()}");
+        }
+
+        return backend;
+    }
+
+    /// <summary>"fail:"/"crit:" entries (same format rules as the net sample) with their continuation lines.</summary>
+    public IReadOnlyList<string> ErrorEntries()
+    {
+        var result = new List<string>();
+        var lines = LogFile.ReadLines(LogPath).Concat(LogFile.ReadLines(Process.StderrPath)).ToList();
+        for (var i = 0; i < lines.Count; i++)
+        {
+            if (!SampleNetBackend.IsErrorLine(lines[i]))
+            {
+                continue;
+            }
+
+            var entry = lines[i];
+            for (var j = i + 1; j < lines.Count && lines[j].StartsWith(' '); j++)
+            {
+                entry += "\n" + lines[j];
+            }
+
+            result.Add(entry);
+        }
+
+        return result;
+    }
+
+    /// <summary>The <c>requests=N</c> count printed on a graceful exit, or null.</summary>
+    public long? RequestCount()
+    {
+        var m = RequestsLine.Matches(LogFile.ReadAll(LogPath));
+        return m.Count == 0 ? null : long.Parse(m[^1].Groups["n"].Value, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>SIGTERM, then kill by PID after 10 s.</summary>
+    public Task StopAsync() => Process.StopAsync(TimeSpan.FromSeconds(10));
+
+    public ValueTask DisposeAsync() => Process.DisposeAsync();
+}
