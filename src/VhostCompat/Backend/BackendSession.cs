@@ -763,8 +763,14 @@ internal sealed class BackendSession
             return Outcome.Reject("VHOST_USER_F_PROTOCOL_FEATURES was not negotiated");
         }
 
+        bool wasEnabled = ring.Enabled;
         ring.Enabled = s.Num == 1;
         ring.Queue?.SetEnabled(ring.Enabled);
+        if (ring.Enabled && !wasEnabled && ring.Worker is { } worker && ring.Binding is { } binding)
+        {
+            // The driver may have kicked while the ring was disabled: let the device look now.
+            worker.Poke(binding);
+        }
         if (ring.Started)
         {
             Log.QueueState(_logger, ring.Index, ring.Enabled ? "enabled" : "disabled", ring.Size, ring.Enabled, ring.Base);

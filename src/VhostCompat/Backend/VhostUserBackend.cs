@@ -41,6 +41,8 @@ public sealed class VhostUserBackend
     }
 
     private ProfilePin? _pin;
+    private AckedStateRecord? _record;
+    private bool _recordChecked;
     private readonly AckedStateStore? _store;
     private readonly string? _stateKey;
 
@@ -60,9 +62,15 @@ public sealed class VhostUserBackend
             return null;
         }
 
+        if (_recordChecked)
+        {
+            return _record;
+        }
+
         AckedStateRecord? record = _store.Load(_stateKey!);
         if (record is null)
         {
+            _recordChecked = true;
             return null;
         }
 
@@ -96,6 +104,8 @@ public sealed class VhostUserBackend
         }
 
         Log.RecordLoaded(_logger, record.Key, record.AckedFeatures, record.Profile?.ToString() ?? "(none)");
+        _record = record;
+        _recordChecked = true;
         return record;
     }
 

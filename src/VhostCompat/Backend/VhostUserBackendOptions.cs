@@ -100,7 +100,7 @@ public sealed class VhostUserBackendOptions
 
         if (MessageTimeout <= TimeSpan.Zero || ReconnectInitialDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectInitialDelay)
         {
-            throw new ArgumentException("timeouts must be positive and ReconnectMaxDelay >= ReconnectInitialDelay");
+            throw new ArgumentException("MessageTimeout and ReconnectInitialDelay must be positive and ReconnectMaxDelay >= ReconnectInitialDelay", MessageTimeout <= TimeSpan.Zero ? nameof(MessageTimeout) : nameof(ReconnectMaxDelay));
         }
     }
 }

@@ -108,6 +108,19 @@ internal sealed class VirtqueueWorker : IDisposable
         }
     }
 
+    /// <summary>Runs the device on an attached queue now (e.g. it was just enabled and buffers may be waiting).</summary>
+    public void Poke(object handle)
+    {
+        var binding = (Binding)handle;
+        Invoke(() =>
+        {
+            if (_bindings.ContainsKey(binding.Token))
+            {
+                Process(binding);
+            }
+        });
+    }
+
     /// <summary>Detaches a queue; when this returns the worker will never touch it again.</summary>
     public void Detach(object handle)
     {
