@@ -45,6 +45,28 @@ internal sealed partial class NetDevice : VhostUserDevice
     // QEMU's vhost-user-net compares GET_QUEUE_NUM with netdev queues= (queue pairs).
     public override ulong QueueNumReply => (ulong)_queuePairs;
 
+    // Announce migrated guests that cannot announce themselves (SEND_RARP).
+    public override VhostCompat.Protocol.VhostUserProtocolFeatures ProtocolFeatures => VhostCompat.Protocol.VhostUserProtocolFeatures.Rarp;
+
+    public override bool OnSendRarp(ReadOnlySpan<byte> mac)
+    {
+        Span<byte> frame = stackalloc byte[60];
+        frame.Clear();
+        frame[..6].Fill(0xFF);                       // broadcast
+        mac.CopyTo(frame[6..]);                      // from the guest's MAC
+        frame[12] = 0x80;                            // ethertype 0x8035: RARP
+        frame[13] = 0x35;
+        frame[15] = 1;                               // hardware type: Ethernet
+        frame[16] = 0x08;                            // protocol type: IPv4
+        frame[18] = 6;                               // hardware address length
+        frame[19] = 4;                               // protocol address length
+        frame[21] = 3;                               // operation: reverse request
+        mac.CopyTo(frame[22..]);                     // sender hardware address
+        mac.CopyTo(frame[32..]);                     // target hardware address
+        _switch.Forward(_port, frame);               // learns the MAC on this port and floods the rest
+        return true;
+    }
+
     public override void OnQueueStarted(Virtqueue queue)
     {
         if (queue.Index == 0)

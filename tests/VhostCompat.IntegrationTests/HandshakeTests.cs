@@ -126,6 +126,19 @@ public sealed class HandshakeTests
     }
 
     [Fact]
+    public async Task Send_rarp_after_migration_is_handed_to_a_device_that_opted_in()
+    {
+        var device = new TestDevice(protocol: VhostUserProtocolFeatures.Rarp);
+        await using var fx = new BackendFixture(device);
+        await fx.WaitListeningAsync();
+        await using var raw = await RawFrontend.ConnectAsync(fx.SocketPath);
+        (await raw.AckAsync(FrontendRequest.SetProtocolFeatures, U64Payload.Encode((ulong)(VhostUserProtocolFeatures.Rarp | VhostUserProtocolFeatures.ReplyAck)))).Should().Be(0);
+        (await raw.AckAsync(FrontendRequest.SendRarp, U64Payload.Encode(0x563412005452))).Should().Be(0);
+        (await raw.AckAsync(FrontendRequest.SendRarp, U64Payload.Encode(0x563412005453))).Should().Be(1, "a multicast MAC is refused");
+        device.Announced.Should().Equal("525400123456");
+    }
+
+    [Fact]
     public async Task Reset_device_stops_rings_and_clears_negotiated_state()
     {
         await using var fx = new BackendFixture();

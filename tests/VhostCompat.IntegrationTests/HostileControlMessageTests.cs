@@ -388,6 +388,14 @@ public sealed class HostileControlMessageTests : HostileTestBase
     }
 
     [Fact]
+    public async Task Send_rarp_reaches_the_device_with_the_guest_mac_once_negotiated()
+    {
+        (await Raw.AckAsync(FrontendRequest.SendRarp, U64(0x563412005452))).Should().Be(1, "RARP not negotiated yet");
+        (await Raw.AckAsync(FrontendRequest.SetProtocolFeatures, U64((ulong)VhostUserProtocolFeatures.Rarp))).Should().Be(1, "the default test device does not opt into RARP");
+        Fx.Device.Announced.Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task Acked_features_outside_the_offer_are_refused()
     {
         (await Raw.AckAsync(FrontendRequest.SetFeatures, U64(Fx.Backend.OfferedFeatures | (1UL << 63)))).Should().Be(1);

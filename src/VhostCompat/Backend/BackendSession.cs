@@ -23,7 +23,7 @@ internal sealed class BackendSession
 {
     /// <summary>Protocol features the SDK can serve when the device asks for them.</summary>
     internal const VhostUserProtocolFeatures DeviceSelectable =
-        VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu;
+        VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu | VhostUserProtocolFeatures.Rarp;
 
     private readonly VhostUserDevice _device;
     private readonly VhostUserBackendOptions _options;
@@ -327,7 +327,7 @@ internal sealed class BackendSession
             case FrontendRequest.SetVringEndian:
                 return Gate(VhostUserProtocolFeatures.CrossEndian) ?? Outcome.Reject("cross-endian rings are not supported");
             case FrontendRequest.SendRarp:
-                return Gate(VhostUserProtocolFeatures.Rarp) ?? Outcome.Reject("RARP is not supported");
+                return Gate(VhostUserProtocolFeatures.Rarp) ?? SendRarp(message.Payload);
             case FrontendRequest.GetInflightFd:
             case FrontendRequest.SetInflightFd:
                 return Gate(VhostUserProtocolFeatures.InflightShmfd) ?? Outcome.Reject("inflight tracking is not implemented");
@@ -865,6 +865,21 @@ internal sealed class BackendSession
         _pin?.PatchConfig(0, config);
         ulong guestFeatures = _ackedFeatures & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
         _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config));
+    }
+
+    private Outcome SendRarp(byte[] payload)
+    {
+        byte[] mac = payload[..6];
+        if ((mac[0] & 1) != 0)
+        {
+            return Outcome.Reject("SEND_RARP with a multicast MAC");
+        }
+
+        bool sent = false;
+        VhostUserDevice device = _device;
+        var worker = _rings.FirstOrDefault(r => r.Worker is not null)?.Worker ?? _workers.Next();
+        worker.Invoke(() => sent = device.OnSendRarp(mac));
+        return sent ? Outcome.Ok : Outcome.Reject("the device could not send the RARP announcement");
     }
 
     private Task<string?>? _stateTransfer;

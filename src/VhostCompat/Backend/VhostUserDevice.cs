@@ -99,6 +99,13 @@ public abstract class VhostUserDevice
     }
 
     /// <summary>
+    /// SEND_RARP (net, when the device opts into <see cref="VhostUserProtocolFeatures.Rarp"/>): after a
+    /// migration QEMU asks the backend to announce the guest's MAC for guests that cannot announce
+    /// themselves (no GUEST_ANNOUNCE). Called on a worker thread. Return false if nothing was sent.
+    /// </summary>
+    public virtual bool OnSendRarp(ReadOnlySpan<byte> mac) => false;
+
+    /// <summary>
     /// Version of the device's own state format (written into every saved blob). Return 0 (the
     /// default) when the device has no internal state: DEVICE_STATE is then not offered.
     /// </summary>

@@ -90,4 +90,12 @@ internal sealed class TestDevice : VhostUserDevice
     public ConcurrentQueue<string> BrokenQueues { get; } = new();
 
     public override void OnDisconnected() => Interlocked.Increment(ref Disconnects);
+
+    public ConcurrentQueue<string> Announced { get; } = new();
+
+    public override bool OnSendRarp(ReadOnlySpan<byte> mac)
+    {
+        Announced.Enqueue(Convert.ToHexString(mac));
+        return true;
+    }
 }
