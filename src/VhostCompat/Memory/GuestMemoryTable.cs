@@ -87,12 +87,24 @@ internal sealed class GuestMemoryTable
     /// <summary>Translates a frontend virtual range (ring addresses of SET_VRING_ADDR) that lies entirely in one region.</summary>
     public bool TryTranslateFrontendVirtual(ulong address, ulong length, out nint host) => TryTranslate(address, length, true, out host);
 
+    // Index of the region that matched last: guests reuse a few regions, so it usually hits first.
+    // A benign race between workers sharing the table only costs a longer search.
+    private int _lastHit;
+
     private bool TryTranslate(ulong address, ulong length, bool userspace, out nint host)
     {
-        foreach (var r in _regions)
+        GuestMemoryRegion[] regions = _regions;
+        int hint = _lastHit;
+        if ((uint)hint < (uint)regions.Length && regions[hint].TryTranslate(address, length, userspace, out host))
         {
-            if (r.TryTranslate(address, length, userspace, out host))
+            return true;
+        }
+
+        for (int i = 0; i < regions.Length; i++)
+        {
+            if (regions[i].TryTranslate(address, length, userspace, out host))
             {
+                _lastHit = i;
                 return true;
             }
         }

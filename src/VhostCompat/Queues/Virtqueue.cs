@@ -205,6 +205,12 @@ public abstract class Virtqueue
     /// <summary>Walks the translated pieces of a buffer into a chain.</summary>
     private protected bool AddBuffer(DescriptorChain chain, ulong gpa, uint length, bool writable)
     {
+        // Fast path: the whole buffer inside one region (the normal case) needs no piecewise walk.
+        if (Memory.TryTranslateGuestPhysical(gpa, length, out nint host))
+        {
+            return chain.Add(host, gpa, length, writable);
+        }
+
         var state = new ChainState { Chain = chain, Writable = writable, Gpa = gpa };
         return Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref ChainState s, nint host, ulong len) =>
         {
