@@ -98,11 +98,14 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
             Log($"replies flow before the crash: {flowing.Tick.Value}");
 
             // Crash: SIGKILL by PID, no clean shutdown; the socket files stay behind.
+            // ExternalProcess's PID may be its 'timeout' wrapper: SIGKILL the backend program itself (the wrapper's child), by PID.
             var atKill = LastTick(pinger)!;
             var rxAtKill = Num(atKill, "rx");
-            if (Kill(first.Process.Pid, 9) != 0)
+            var victim = ProgramPid(first.Process.Pid);
+            Log($"kill -9 {victim} (wrapper pid {first.Process.Pid})");
+            if (Kill(victim, 9) != 0)
             {
-                Assert.Fail($"kill -9 {first.Process.Pid} failed: errno {Marshal.GetLastPInvokeError()}{run.Diagnostics()}");
+                Assert.Fail($"kill -9 {victim} failed: errno {Marshal.GetLastPInvokeError()}{run.Diagnostics()}");
             }
 
             var killedAt = _clock.Elapsed;
@@ -111,10 +114,18 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
                 Assert.Fail($"backend pid {first.Process.Pid} still running 10 s after SIGKILL{run.Diagnostics()}");
             }
 
-            Log($"backend pid {first.Process.Pid} killed with SIGKILL (exit {first.Process.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "?"}); guest at the kill: {atKill.Value}");
-            await Task.Delay(TimeSpan.FromSeconds(2)); // QEMU notices the hang-up and starts its reconnect attempts against a dead socket.
-            var ticksWhileDown = LastTick(pinger);
-            Log($"guest while the backend is down: {ticksWhileDown?.Value ?? "(none)"}");
+            Log($"backend pid {victim} killed with SIGKILL (exit {first.Process.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "?"}); guest at the kill: {atKill.Value}");
+            // Down for ~3 s: QEMU notices the hang-up and retries against a dead socket. The first tick after the kill may still
+            // count a reply that was in flight when the signal landed; later ticks while down must not count any.
+            var nAtKill = Num(atKill, "n");
+            var firstDown = await WaitForTickAfterAsync(pinger, nAtKill, TimeSpan.FromSeconds(5));
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            var beforeRestart = LastTick(pinger) ?? atKill;
+            Log($"guest while the backend is down: first tick after the kill {firstDown?.Value ?? "(none)"}; last before the restart {beforeRestart.Value}");
+            if (firstDown is not null && Num(beforeRestart, "n") > Num(firstDown, "n") && Num(beforeRestart, "rx") > Num(firstDown, "rx"))
+            {
+                problems.Add($"the loop guest's rx counter grew while the backend was dead ({firstDown.Value} -> {beforeRestart.Value}): was the backend really killed?");
+            }
 
             // Restart on the same sockets; time from process start to serving.
             var restartClock = Stopwatch.StartNew();
@@ -137,7 +148,7 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
                     }
                 }
 
-                if (resumed is null && LastTick(pinger) is { } t && Num(t, "rx") > rxAtKill && Num(t, "n") > Num(atKill, "n"))
+                if (resumed is null && LastTick(pinger) is { } t && Num(t, "rx") > Num(beforeRestart, "rx") && Num(t, "n") > Num(beforeRestart, "n"))
                 {
                     resumed = t;
                     resumedAfter = restartClock.Elapsed;
@@ -242,6 +253,23 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
 
     private sealed record RxGrowth(Match Tick);
 
+    /// <summary>The first tick line numbered above <paramref name="n"/>, or null on timeout.</summary>
+    private static async Task<Match?> WaitForTickAfterAsync(QemuGuest guest, long n, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout && !guest.Process.HasExited)
+        {
+            if (CompatSampleLog.Matches(guest.ConsolePath, CompatSampleLog.Tick).FirstOrDefault(t => Num(t, "n") > n) is { } tick)
+            {
+                return tick;
+            }
+
+            await Task.Delay(100);
+        }
+
+        return null;
+    }
+
     /// <summary>Waits for a tick whose rx_packets exceeds <paramref name="baselineRx"/> (or the first tick's, when null).</summary>
     private static async Task<RxGrowth?> WaitForRxGrowthAsync(QemuGuest guest, long? baselineRx, TimeSpan timeout)
     {
@@ -262,6 +290,25 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// The process that runs the program: <paramref name="pid"/> itself, or its only child when <paramref name="pid"/> is the
+    /// coreutils 'timeout' wrapper ExternalProcess puts in front of it (found in /proc, never by name).
+    /// </summary>
+    private static int ProgramPid(int pid)
+    {
+        var comm = File.ReadAllText($"/proc/{pid}/comm").Trim();
+        if (comm != "timeout")
+        {
+            return pid;
+        }
+
+        var children = Directory.GetDirectories($"/proc/{pid}/task")
+            .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Select(c => int.Parse(c, CultureInfo.InvariantCulture))
+            .ToList();
+        return children.Count == 1 ? children[0] : throw new InvalidOperationException($"timeout wrapper {pid} has {children.Count} children: {string.Join(' ', children)}");
     }
 
     private static Match? LastTick(QemuGuest guest) =>
