@@ -93,6 +93,15 @@ internal sealed class L2Switch
             return;
         }
 
+        if (first.WritableLength <= NetHeaderLength)
+        {
+            // A guest-posted buffer too small for even the header: return it unused and drop the frame.
+            rx.Push(first, 0);
+            rx.NotifyGuest();
+            stats.RxDropped++;
+            return;
+        }
+
         // Most guests post buffers larger than a frame: one chain, num_buffers = 1.
         if (first.WritableLength >= total)
         {

@@ -30,11 +30,11 @@ internal static class NetCatalog
         return ProfileCatalog.Declare(VirtioDeviceType.Net, Id(build), profiles);
     }
 
-    /// <summary>Everything build <paramref name="build"/> can do: the union of its profiles.</summary>
-    public static ulong Features(int build, int queuePairs)
+    /// <summary>Everything a build can do: the union of its catalog's profiles.</summary>
+    public static ulong Features(ProfileCatalog catalog)
     {
         ulong features = 0;
-        foreach (var p in For(build, queuePairs).Profiles)
+        foreach (var p in catalog.Profiles)
         {
             features |= p.Features;
         }

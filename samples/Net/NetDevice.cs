@@ -20,12 +20,14 @@ internal sealed partial class NetDevice : VhostUserDevice
     private readonly L2Switch _switch;
     private readonly bool _sink;
     private readonly byte[] _frame = new byte[NetHeaderLength + 65536];
-    private readonly int _build;
+    private readonly ProfileCatalog _catalog;
+    private readonly ulong _features;
 
     public NetDevice(int port, L2Switch @switch, int queuePairs, bool sink, ILogger logger, int build = NetCatalog.LatestBuild)
     {
-        _build = build;
         _port = port;
+        _catalog = NetCatalog.For(build, queuePairs);
+        _features = NetCatalog.Features(_catalog);
         _switch = @switch;
         _queuePairs = queuePairs;
         _sink = sink;
@@ -36,9 +38,9 @@ internal sealed partial class NetDevice : VhostUserDevice
 
     // No checksum/TSO offloads: the guest computes checksums and sends MTU-sized frames, which this
     // switch can carry end to end between any two ports. What a build can do is its catalog's union.
-    public override ulong DeviceFeatures => NetCatalog.Features(_build, _queuePairs);
+    public override ulong DeviceFeatures => _features;
 
-    public override ProfileCatalog Catalog => NetCatalog.For(_build, _queuePairs);
+    public override ProfileCatalog Catalog => _catalog;
 
     public override int QueueCount => 2 * _queuePairs;
 

@@ -188,7 +188,7 @@ internal sealed class BackendSession
                     return null;
                 }
 
-                if (request == FrontendRequest.GetConfig && (h.Flags & ~(MessageHeader.VersionMask | MessageHeader.NeedReplyFlag)) == 0)
+                if (request == FrontendRequest.GetConfig)
                 {
                     // A failed GET_CONFIG is answered with an empty payload (QEMU checks the size).
                     connection.Send(h.Request, MessageHeader.ReplyFlags, ReadOnlySpan<byte>.Empty);

@@ -27,12 +27,12 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "write", SetLastError = true)]
     internal static unsafe partial nint Write(int fd, void* buffer, nuint count);
 
-    [LibraryImport(LibraryName, EntryPoint = "dup", SetLastError = true)]
-    internal static partial int Dup(int fd);
-
     internal const int O_RDONLY = 0;
     internal const int O_DIRECTORY = 0x10000;
     internal const int O_CLOEXEC = 0x80000;
+
+    [LibraryImport(LibraryName, EntryPoint = "dup", SetLastError = true)]
+    internal static partial int Dup(int fd);
 
     [LibraryImport(LibraryName, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Open(string path, int flags);
@@ -69,9 +69,4 @@ internal static partial class Libc
         return (fds[0], fds[1]);
     }
 
-    internal const int F_GETFL = 3;
-    internal const int F_GETFD = 1;
-
-    [LibraryImport(LibraryName, EntryPoint = "fcntl", SetLastError = true)]
-    internal static partial int Fcntl(int fd, int cmd);
 }

@@ -14,7 +14,7 @@ internal sealed class DirtyLog
     public const int PageShift = 12;
     private readonly MemoryMapping _mapping;
     private readonly nint _base;
-    private int _references = 1;
+    private RefCount _references = new();
 
     private DirtyLog(MemoryMapping mapping, ulong offset, ulong size)
     {
@@ -103,24 +103,9 @@ internal sealed class DirtyLog
         }
     }
 
-    public bool TryAcquire()
-    {
-        int current;
-        do
-        {
-            current = Volatile.Read(ref _references);
-            if (current == 0)
-            {
-                return false;
-            }
-        }
-        while (Interlocked.CompareExchange(ref _references, current + 1, current) != current);
-        return true;
-    }
-
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) == 0)
+        if (_references.Release())
         {
             _mapping.Dispose();
         }

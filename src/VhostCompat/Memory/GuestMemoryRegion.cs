@@ -11,7 +11,7 @@ namespace VhostCompat.Memory;
 internal sealed class GuestMemoryRegion
 {
     private readonly MemoryMapping _mapping;
-    private int _references = 1;
+    private RefCount _references = new();
 
     private GuestMemoryRegion(MemoryRegionPayload description, MemoryMapping mapping)
     {
@@ -115,11 +115,11 @@ internal sealed class GuestMemoryRegion
     public bool Matches(MemoryRegionPayload d) =>
         d.GuestPhysicalAddress == GuestPhysicalAddress && d.MemorySize == Size && d.UserspaceAddress == UserspaceAddress;
 
-    public void AddRef() => Interlocked.Increment(ref _references);
+    public void AddRef() => _references.Add();
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) == 0)
+        if (_references.Release())
         {
             _mapping.Dispose();
         }

@@ -8,7 +8,7 @@ namespace VhostCompat.Memory;
 internal sealed class GuestMemoryTable
 {
     private readonly GuestMemoryRegion[] _regions;
-    private int _references = 1;
+    private RefCount _references = new();
 
     public static readonly GuestMemoryTable Empty = new([]);
 
@@ -23,20 +23,7 @@ internal sealed class GuestMemoryTable
     public int Count => _regions.Length;
 
     /// <summary>Takes a lease; returns false if the table is already fully released.</summary>
-    public bool TryAcquire()
-    {
-        int current;
-        do
-        {
-            current = Volatile.Read(ref _references);
-            if (current == 0)
-            {
-                return false;
-            }
-        }
-        while (Interlocked.CompareExchange(ref _references, current + 1, current) != current);
-        return true;
-    }
+    public bool TryAcquire() => _references.TryAcquire();
 
     public void Release()
     {
@@ -45,7 +32,7 @@ internal sealed class GuestMemoryTable
             return;
         }
 
-        if (Interlocked.Decrement(ref _references) == 0)
+        if (_references.Release())
         {
             foreach (var r in _regions)
             {

@@ -27,9 +27,6 @@ public sealed class DescriptorChain
     /// <summary>Packed rings: how many descriptor slots the chain occupied.</summary>
     internal int DescriptorSlots { get; set; }
 
-    /// <summary>Packed rings: the buffer id from the last descriptor of the chain.</summary>
-    internal ushort BufferId { get; set; }
-
     internal bool InFlight { get; set; }
 
     /// <summary>The dirty log to mark when writing (set at pop while the frontend has logging on).</summary>

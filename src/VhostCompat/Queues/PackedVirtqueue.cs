@@ -178,7 +178,6 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     private void Finish(DescriptorChain c, ushort bufferId, int slots)
     {
         c.Head = bufferId;
-        c.BufferId = bufferId;
         c.DescriptorSlots = slots;
         AttachLog(c);
         c.InFlight = true;
@@ -235,7 +234,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     {
         byte* d = _ring + (_usedIndex * QueueLayout.DescriptorSize);
         Unsafe.WriteUnaligned(d + 8, length);
-        Unsafe.WriteUnaligned(d + 12, chain.BufferId);
+        Unsafe.WriteUnaligned(d + 12, chain.Head); // the buffer id (packed chains are pooled by it)
         ushort flags = (ushort)((_usedWrap ? QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed : 0) | (length > 0 ? QueueLayout.DescFlagWrite : 0));
         Volatile.Write(ref *(ushort*)(d + 14), flags); // release: id and len are visible first
         if (DirtyLog is { } log && Memory.TryFrontendVirtualToGuestPhysical(_ringAddress + ((ulong)_usedIndex * QueueLayout.DescriptorSize), out ulong gpa))

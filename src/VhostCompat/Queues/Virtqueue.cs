@@ -120,6 +120,9 @@ public abstract class Virtqueue
         return false;
     }
 
+    /// <summary>Latches the queue broken for a reason outside the ring (a failing device handler).</summary>
+    internal void MarkBroken(string reason) => Break(reason);
+
     internal void SetEnabled(bool enabled) => _enabled = enabled;
 
     internal void SetCall(FileDescriptor? call) => Volatile.Write(ref _call, call);

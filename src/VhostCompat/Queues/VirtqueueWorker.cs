@@ -220,8 +220,9 @@ internal sealed class VirtqueueWorker : IDisposable
         }
         catch (Exception ex)
         {
-            // A bug in device code breaks this queue only.
+            // A bug in device code breaks this queue only (and stops it being retried on every kick).
             Log.SessionFault(_logger, ex, $"queue {q.Index} handler failed: {ex.Message}");
+            q.MarkBroken($"queue {q.Index}: device handler threw {ex.GetType().Name}");
         }
     }
 
