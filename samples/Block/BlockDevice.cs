@@ -51,8 +51,13 @@ internal sealed class BlockDevice : VhostUserDevice
         VirtioFeatureBits.Version1 | VirtioFeatureBits.IndirectDesc | VirtioFeatureBits.EventIdx
         | SegMax | BlkSize | Flush | Discard | WriteZeroes | (_readOnly ? Ro : 0) | (_queues > 1 ? Mq : 0);
 
-    // QEMU's vhost-user-blk reads its config space from the backend: CONFIG is mandatory.
-    public override VhostUserProtocolFeatures ProtocolFeatures => VhostUserProtocolFeatures.Config;
+    /// <summary>Requests the SDK handed out again after a restart (inflight tracking) and this device re-executed.</summary>
+    public long Resubmitted;
+
+    // QEMU's vhost-user-blk reads its config space from the backend: CONFIG is mandatory. INFLIGHT_SHMFD:
+    // QEMU keeps a buffer in which the SDK records every request taken from a ring until it is completed,
+    // so a restarted sample re-executes exactly the requests its predecessor left unfinished.
+    public override VhostUserProtocolFeatures ProtocolFeatures => VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.InflightShmfd;
 
     public override int QueueCount => _queues;
 
@@ -79,6 +84,12 @@ internal sealed class BlockDevice : VhostUserDevice
     {
         while (queue.TryPop(out DescriptorChain? chain))
         {
+            if (chain.IsResubmitted)
+            {
+                // Reads and writes are idempotent: executing an interrupted request again is exactly right.
+                Interlocked.Increment(ref Resubmitted);
+            }
+
             int written = Serve(chain);
             queue.Push(chain, written);
             Interlocked.Increment(ref Requests);

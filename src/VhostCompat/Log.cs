@@ -61,4 +61,10 @@ internal static partial class Log
 
     [LoggerMessage(19, LogLevel.Error, "Could not save acked-state record {Key}: {Reason}")]
     public static partial void RecordSaveFailed(ILogger logger, string key, string reason);
+
+    [LoggerMessage(20, LogLevel.Information, "Inflight buffer: {Queues} {Layout} queues of {QueueSize} entries ({Bytes} bytes)")]
+    public static partial void InflightBuffer(ILogger logger, int queues, int queueSize, string layout, ulong bytes);
+
+    [LoggerMessage(21, LogLevel.Information, "Queue {Index}: inflight region attached, {Resubmit} chains to resubmit (frontend base 0x{FrontendBase:x}, resuming at 0x{Base:x})")]
+    public static partial void InflightRecovered(ILogger logger, int index, int resubmit, uint frontendBase, uint @base);
 }

@@ -23,7 +23,8 @@ internal sealed class BackendSession
 {
     /// <summary>Protocol features the SDK can serve when the device asks for them.</summary>
     internal const VhostUserProtocolFeatures DeviceSelectable =
-        VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu | VhostUserProtocolFeatures.Rarp;
+        VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu | VhostUserProtocolFeatures.Rarp
+        | VhostUserProtocolFeatures.InflightShmfd;
 
     private readonly VhostUserDevice _device;
     private readonly VhostUserBackendOptions _options;
@@ -40,6 +41,7 @@ internal sealed class BackendSession
     private FileDescriptor? _backendChannel;
     private readonly VhostUserWorkerPool _workers;
     private DirtyLog? _log;
+    private InflightArea? _inflight;
 
     private readonly ProfilePin? _pin;
     private readonly Action<AckedStateRecord>? _saveRecord;
@@ -168,6 +170,13 @@ internal sealed class BackendSession
         var request = (FrontendRequest)h.Request;
         switch (outcome.Kind)
         {
+            case OutcomeKind.Reply when outcome.Fd is { } replyFd:
+                using (replyFd)
+                {
+                    connection.Send(h.Request, MessageHeader.ReplyFlags, outcome.Payload, [replyFd.Value]);
+                }
+
+                return null;
             case OutcomeKind.Reply:
                 connection.Send(h.Request, MessageHeader.ReplyFlags, outcome.Payload);
                 return null;
@@ -185,6 +194,13 @@ internal sealed class BackendSession
                 {
                     // The frontend waits for SET_LOG_BASE's own reply: answer the refusal rather than hang it.
                     connection.Send(h.Request, MessageHeader.ReplyFlags, U64Payload.Encode(1));
+                    return null;
+                }
+
+                if (request == FrontendRequest.GetInflightFd)
+                {
+                    // A zero-sized description means "no inflight buffer": QEMU then runs without one.
+                    connection.Send(h.Request, MessageHeader.ReplyFlags, new InflightDescriptionPayload(0, 0, 0, 0).Encode());
                     return null;
                 }
 
@@ -214,11 +230,14 @@ internal sealed class BackendSession
         Reject,
     }
 
-    internal readonly record struct Outcome(OutcomeKind Kind, byte[] Payload, string Reason)
+    internal readonly record struct Outcome(OutcomeKind Kind, byte[] Payload, string Reason, FileDescriptor? Fd = null)
     {
         public static readonly Outcome Ok = new(OutcomeKind.Ack, [], string.Empty);
 
         public static Outcome Reply(byte[] payload) => new(OutcomeKind.Reply, payload, string.Empty);
+
+        /// <summary>A reply carrying one fd, which is closed once sent.</summary>
+        public static Outcome Reply(byte[] payload, FileDescriptor fd) => new(OutcomeKind.Reply, payload, string.Empty, fd);
 
         public static Outcome Reject(string reason) => new(OutcomeKind.Reject, [], reason);
     }
@@ -329,8 +348,9 @@ internal sealed class BackendSession
             case FrontendRequest.SendRarp:
                 return Gate(VhostUserProtocolFeatures.Rarp) ?? SendRarp(message.Payload);
             case FrontendRequest.GetInflightFd:
+                return Gate(VhostUserProtocolFeatures.InflightShmfd) ?? GetInflightFd(InflightDescriptionPayload.Read(p));
             case FrontendRequest.SetInflightFd:
-                return Gate(VhostUserProtocolFeatures.InflightShmfd) ?? Outcome.Reject("inflight tracking is not implemented");
+                return Gate(VhostUserProtocolFeatures.InflightShmfd) ?? SetInflightFd(InflightDescriptionPayload.Read(p), message);
             case FrontendRequest.PostcopyAdvise:
             case FrontendRequest.PostcopyListen:
             case FrontendRequest.PostcopyEnd:
@@ -966,6 +986,43 @@ internal sealed class BackendSession
         return Outcome.Reply(U64Payload.Encode(0));
     }
 
+    private Outcome GetInflightFd(InflightDescriptionPayload d)
+    {
+        InflightArea? area = InflightArea.Create(d.NumQueues, d.QueueSize, PackedRing, _rings.Length, _maxQueueSize, out FileDescriptor? fd, out string error);
+        if (area is null)
+        {
+            return Outcome.Reject(error);
+        }
+
+        ReplaceInflight(area);
+        return Outcome.Reply(new InflightDescriptionPayload(area.Size, 0, area.QueueCount, area.QueueSize).Encode(), fd!);
+    }
+
+    private Outcome SetInflightFd(InflightDescriptionPayload d, VhostUserMessage message)
+    {
+        using FileDescriptor fd = message.TakeFd(0);
+        InflightArea? area = InflightArea.TryMap(d, fd, PackedRing, _rings.Length, _maxQueueSize, out string error);
+        if (area is null)
+        {
+            return Outcome.Reject(error);
+        }
+
+        ReplaceInflight(area);
+        return Outcome.Ok;
+    }
+
+    /// <summary>Installs the buffer queues attach when they start; running queues keep their own reference to the old one.</summary>
+    private void ReplaceInflight(InflightArea? area)
+    {
+        InflightArea? old = _inflight;
+        _inflight = area;
+        old?.Release();
+        if (area is not null)
+        {
+            Log.InflightBuffer(_logger, area.QueueCount, area.QueueSize, area.Packed ? "packed" : "split", area.Size);
+        }
+    }
+
     private Outcome ResetDevice()
     {
         foreach (var r in _rings)
@@ -974,6 +1031,7 @@ internal sealed class BackendSession
             r.Reset();
         }
 
+        ReplaceInflight(null);
         _ackedFeatures = 0;
         _featuresSet = false;
         _status = 0;
@@ -1045,6 +1103,7 @@ internal sealed class BackendSession
             return;
         }
 
+        AttachInflight(ring, queue);
         queue.SetEnabled(ring.Enabled);
         queue.SetLog(Logging ? _log : null);
         queue.SetUsedRingLogging((ring.AddressFlags & VringAddressPayload.FlagLog) != 0, ring.LogGuestAddress);
@@ -1072,6 +1131,40 @@ internal sealed class BackendSession
         }
     }
 
+    /// <summary>
+    /// Gives a starting queue its inflight region. A region that fails validation breaks the queue (the
+    /// frontend sees its error fd) rather than letting it run untracked or on corrupt state.
+    /// </summary>
+    private void AttachInflight(Vring ring, Virtqueue queue)
+    {
+        if (_inflight is not { } area || (_ackedProtocol & (ulong)VhostUserProtocolFeatures.InflightShmfd) == 0)
+        {
+            return;
+        }
+
+        string? error = area.Packed != PackedRing
+            ? $"queue {ring.Index}: the inflight buffer has the {(area.Packed ? "packed" : "split")} layout but the ring is {(PackedRing ? "packed" : "split")}"
+            : area.QueueRegion(ring.Index) == 0
+                ? $"queue {ring.Index}: the inflight buffer has regions for {area.QueueCount} queues only"
+                : null;
+        if (error is null && area.TryAcquire())
+        {
+            ring.Inflight = area;
+            uint frontendBase = queue.Base;
+            error = queue.AttachInflight(area.QueueRegion(ring.Index), area.QueueSize);
+            if (error is null)
+            {
+                Log.InflightRecovered(_logger, ring.Index, queue.PendingResubmissions, frontendBase, queue.Base);
+                ring.Base = queue.Base;
+            }
+        }
+
+        if (error is not null)
+        {
+            queue.MarkBroken(error);
+        }
+    }
+
     private void StopRing(Vring ring, string why)
     {
         if (!ring.Started)
@@ -1094,6 +1187,8 @@ internal sealed class BackendSession
         ring.Binding = null;
         ring.Lease?.Release();
         ring.Lease = null;
+        ring.Inflight?.Release();
+        ring.Inflight = null;
         ring.Started = false;
         Log.QueueState(_logger, ring.Index, $"stopped ({why})", ring.Size, ring.Enabled, ring.Base);
         _device.OnQueueStateChanged(ring.Info);
@@ -1111,6 +1206,7 @@ internal sealed class BackendSession
         _backendChannel = null;
         _log?.Release();
         _log = null;
+        ReplaceInflight(null);
         GuestMemoryTable old = _memory;
         _memory = GuestMemoryTable.Empty;
         old.Release();

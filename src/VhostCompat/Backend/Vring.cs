@@ -50,6 +50,9 @@ internal sealed class Vring
 
     public object? Binding { get; set; }
 
+    /// <summary>The inflight buffer reference the running queue writes into, if any.</summary>
+    public InflightArea? Inflight { get; set; }
+
     /// <summary>The memory table reference the running queue uses.</summary>
     public GuestMemoryTable? Lease { get; set; }
 

@@ -119,6 +119,62 @@ public sealed class VhostUserFrontend : IAsyncDisposable
     }
 
     /// <summary>
+    /// GET_INFLIGHT_FD (INFLIGHT_SHMFD): asks the backend for a buffer tracking in-flight requests of
+    /// <paramref name="queueCount"/> queues of <paramref name="queueSize"/> entries. Null when the backend
+    /// answers with an empty description (it cannot provide one).
+    /// </summary>
+    /// <exception cref="VhostUserRequestException">The reply is malformed or carries no fd.</exception>
+    public async Task<InflightBuffer?> GetInflightFdAsync(int queueCount, int queueSize, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(queueCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(queueCount, ushort.MaxValue);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(queueSize);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(queueSize, ushort.MaxValue);
+        byte[] request = new InflightDescriptionPayload(0, 0, (ushort)queueCount, (ushort)queueSize).Encode();
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        FileDescriptor? fd = null;
+        byte[] reply;
+        try
+        {
+            _connection.Send((uint)FrontendRequest.GetInflightFd, MessageHeader.Version, request);
+            reply = await ReadReplyAsync(FrontendRequest.GetInflightFd, InflightDescriptionPayload.Size, cancellationToken, m => fd = m.FdCount > 0 ? m.TakeFd(0) : null).ConfigureAwait(false);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+
+        var d = InflightDescriptionPayload.Read(reply);
+        if (d.MmapSize == 0)
+        {
+            fd?.Dispose();
+            return null;
+        }
+
+        if (fd is null)
+        {
+            throw new VhostUserRequestException("GET_INFLIGHT_FD", $"reply describes {d.MmapSize} bytes but carries no fd");
+        }
+
+        MemoryMapping? mapping = d.MmapSize > int.MaxValue || d.MmapOffset > int.MaxValue ? null : MemoryMapping.TryMap(fd.Value, d.MmapOffset + d.MmapSize, out _);
+        if (mapping is null)
+        {
+            fd.Dispose();
+            throw new VhostUserRequestException("GET_INFLIGHT_FD", $"cannot map {d.MmapSize} bytes at offset {d.MmapOffset}");
+        }
+
+        return new InflightBuffer(fd, mapping, d.MmapSize, d.MmapOffset, d.NumQueues, d.QueueSize);
+    }
+
+    /// <summary>SET_INFLIGHT_FD: hands a buffer obtained earlier (possibly from a previous backend process) to the backend.</summary>
+    public Task SetInflightFdAsync(InflightBuffer buffer, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
+        byte[] payload = new InflightDescriptionPayload(buffer.Size, buffer.Offset, buffer.QueueCount, buffer.QueueSize).Encode();
+        return CommandAsync(FrontendRequest.SetInflightFd, payload, [buffer.Fd], cancellationToken);
+    }
+
+    /// <summary>
     /// Device state transfer, save direction (DEVICE_STATE): SET_DEVICE_STATE_FD with the write end of a
     /// pipe, read the backend's state blob to EOF, then CHECK_DEVICE_STATE. Every ring must be stopped.
     /// </summary>
@@ -323,7 +379,7 @@ public sealed class VhostUserFrontend : IAsyncDisposable
         }
     }
 
-    private async Task<byte[]> ReadReplyAsync(FrontendRequest request, int expectedSize, CancellationToken cancellationToken)
+    private async Task<byte[]> ReadReplyAsync(FrontendRequest request, int expectedSize, CancellationToken cancellationToken, Action<VhostUserMessage>? takeFds = null)
     {
         string name = RequestNames.Name(request);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -359,6 +415,7 @@ public sealed class VhostUserFrontend : IAsyncDisposable
                 throw new VhostUserRequestException(name, $"reply payload of {reply.Payload.Length} bytes, expected {expectedSize}");
             }
 
+            takeFds?.Invoke(reply);
             return reply.Payload;
         }
     }

@@ -24,8 +24,19 @@ public sealed class DescriptorChain
     /// <summary>Total bytes the device may write.</summary>
     public int WritableLength { get; private set; }
 
+    /// <summary>
+    /// True when the chain was taken from the ring by an earlier backend process (or connection) that
+    /// did not complete it: with inflight tracking (INFLIGHT_SHMFD) the SDK hands such chains out again,
+    /// in their original fetch order, before any new one. Devices whose requests are not idempotent can
+    /// use it to decide what to redo; block writes and reads are simply executed again.
+    /// </summary>
+    public bool IsResubmitted { get; internal set; }
+
     /// <summary>Packed rings: how many descriptor slots the chain occupied.</summary>
     internal int DescriptorSlots { get; set; }
+
+    /// <summary>Packed rings with inflight tracking: the inflight entry that heads the chain's record.</summary>
+    internal int InflightEntry { get; set; }
 
     internal bool InFlight { get; set; }
 
@@ -38,6 +49,8 @@ public sealed class DescriptorChain
         ReadableLength = 0;
         WritableLength = 0;
         DescriptorSlots = 0;
+        IsResubmitted = false;
+        InflightEntry = -1;
     }
 
     /// <summary>Adds a translated piece; returns false if the totals would overflow.</summary>

@@ -23,6 +23,9 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     private int _signalledUsed;
     private bool _signalledWrap;
     private bool _pendingSignal;
+    private PackedInflight? _inflight;
+    private PackedInflight.Pending[] _resubmit = [];
+    private int _resubmitNext;
 
     public PackedVirtqueue(int index, int size, GuestMemoryTable memory, ulong ring, ulong driverArea, ulong deviceArea, uint @base, bool indirect, bool eventIndex)
         : base(index, size, memory, indirect, eventIndex)
@@ -60,6 +63,28 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     internal override uint Base =>
         (uint)_lastAvail | (_availWrap ? 0x8000u : 0) | ((uint)_usedIndex << 16) | (_usedWrap ? 0x8000_0000u : 0);
 
+    internal override int PendingResubmissions => _resubmit.Length - _resubmitNext;
+
+    internal override string? AttachInflight(nint region, int capacity)
+    {
+        PackedInflight? tracker = PackedInflight.Open(region, capacity, Size, _ring, _usedIndex, _usedWrap, out var resubmit,
+            out int usedIndex, out bool usedWrap, out int nextAvail, out bool nextAvailWrap, out string error);
+        if (tracker is null)
+        {
+            return $"queue {Index}: {error}";
+        }
+
+        // The region knows where the device really is (QEMU cannot restore a packed ring's position itself).
+        _inflight = tracker;
+        _resubmit = resubmit;
+        _resubmitNext = 0;
+        _usedIndex = _signalledUsed = usedIndex;
+        _usedWrap = _signalledWrap = usedWrap;
+        _lastAvail = nextAvail;
+        _availWrap = nextAvailWrap;
+        return null;
+    }
+
     internal override string? Translate(GuestMemoryTable table)
     {
         if (!table.TryTranslateFrontendVirtual(_ringAddress, (ulong)Size * QueueLayout.DescriptorSize, out nint r)
@@ -86,6 +111,11 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     private protected override bool PopCore([NotNullWhen(true)] out DescriptorChain? chain)
     {
         chain = null;
+        if (_resubmitNext < _resubmit.Length)
+        {
+            return Resubmit(out chain);
+        }
+
         if (!IsAvailable(_lastAvail, _availWrap))
         {
             return false;
@@ -126,11 +156,35 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
         // Pass 2: validate and translate (re-reading guest memory; a chain that changed meanwhile is an error).
         c.Reset();
-        slot = _lastAvail;
+        if (!BuildChain(c, _ring, _lastAvail, slots, bufferId))
+        {
+            return false;
+        }
+
+        if (_inflight is not null)
+        {
+            int entry = _inflight.Popped(_ring, _lastAvail, slots);
+            if (entry < 0)
+            {
+                return Break($"queue {Index}: the inflight region has no free entry left for a chain of {slots} descriptors");
+            }
+
+            c.InflightEntry = entry;
+        }
+
+        Finish(c, bufferId, slots);
+        chain = c;
+        return true;
+    }
+
+    /// <summary>Validates and translates <paramref name="slots"/> descriptors in ring layout starting at <paramref name="first"/> (wrapping at the ring size).</summary>
+    private bool BuildChain(DescriptorChain c, byte* descriptors, int first, int slots, ushort bufferId)
+    {
+        int slot = first;
         bool sawWritable = false;
         for (int i = 0; i < slots; i++)
         {
-            byte* d = _ring + (slot * QueueLayout.DescriptorSize);
+            byte* d = descriptors + (slot * QueueLayout.DescriptorSize);
             ulong addr = Unsafe.ReadUnaligned<ulong>(d);
             uint len = Unsafe.ReadUnaligned<uint>(d + 8);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
@@ -142,12 +196,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                     return Break($"queue {Index}: invalid indirect descriptor at slot {slot}");
                 }
 
-                if (!WalkIndirect(c, addr, len))
-                {
-                    return false;
-                }
-
-                break;
+                return WalkIndirect(c, addr, len);
             }
 
             if (((flags & QueueLayout.DescFlagNext) == 0) != last || (last && Unsafe.ReadUnaligned<ushort>(d + 12) != bufferId))
@@ -170,7 +219,42 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
             slot = slot + 1 == Size ? 0 : slot + 1;
         }
 
-        Finish(c, bufferId, slots);
+        return true;
+    }
+
+    private bool Resubmit([NotNullWhen(true)] out DescriptorChain? chain)
+    {
+        chain = null;
+        PackedInflight.Pending pending = _resubmit[_resubmitNext];
+        int slots = pending.Descriptors.Length / QueueLayout.DescriptorSize;
+        ushort bufferId = BitConverter.ToUInt16(pending.Descriptors, ((slots - 1) * QueueLayout.DescriptorSize) + 12);
+        if (bufferId >= Size)
+        {
+            return Break($"queue {Index}: resubmitted buffer id {bufferId} outside the ring of {Size}");
+        }
+
+        DescriptorChain c = ChainFor(bufferId);
+        if (c.InFlight)
+        {
+            return Break($"queue {Index}: resubmitted buffer id {bufferId} is already in flight");
+        }
+
+        c.Reset();
+        fixed (byte* descriptors = pending.Descriptors)
+        {
+            if (!BuildChain(c, descriptors, 0, slots, bufferId))
+            {
+                return false;
+            }
+        }
+
+        _resubmitNext++;
+        c.Head = bufferId;
+        c.DescriptorSlots = slots;
+        c.InflightEntry = pending.Entry;
+        c.IsResubmitted = true;
+        AttachLog(c);
+        c.InFlight = true;
         chain = c;
         return true;
     }
@@ -232,6 +316,19 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
     private protected override void PushCore(DescriptorChain chain, uint length)
     {
+        int usedAfter = _usedIndex + chain.DescriptorSlots;
+        bool wrapAfter = _usedWrap;
+        if (usedAfter >= Size)
+        {
+            usedAfter -= Size;
+            wrapAfter = !wrapAfter;
+        }
+
+        if (_inflight is not null)
+        {
+            _inflight.BeginPush(chain.InflightEntry, usedAfter, wrapAfter);
+        }
+
         byte* d = _ring + (_usedIndex * QueueLayout.DescriptorSize);
         Unsafe.WriteUnaligned(d + 8, length);
         Unsafe.WriteUnaligned(d + 12, chain.Head); // the buffer id (packed chains are pooled by it)
@@ -241,13 +338,9 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         {
             log.Mark(gpa, QueueLayout.DescriptorSize);
         }
-        _usedIndex += chain.DescriptorSlots;
-        if (_usedIndex >= Size)
-        {
-            _usedIndex -= Size;
-            _usedWrap = !_usedWrap;
-        }
-
+        _usedIndex = usedAfter;
+        _usedWrap = wrapAfter;
+        _inflight?.EndPush(chain.InflightEntry, usedAfter, wrapAfter);
         _pendingSignal = true;
     }
 
@@ -269,7 +362,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         // Device area flags = ENABLE: the driver should kick for new buffers.
         Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventEnable);
         Interlocked.MemoryBarrier();
-        return IsAvailable(_lastAvail, _availWrap);
+        return IsAvailable(_lastAvail, _availWrap) || _resubmitNext < _resubmit.Length;
     }
 
     private protected override bool ShouldNotify()

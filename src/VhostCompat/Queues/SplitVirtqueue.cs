@@ -18,6 +18,9 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
     private ushort _usedIndex;
     private ushort _signalledUsed;
     private bool _pendingSignal;
+    private SplitInflight? _inflight;
+    private ushort[] _resubmit = [];
+    private int _resubmitNext;
 
     public SplitVirtqueue(int index, int size, GuestMemoryTable memory, ulong desc, ulong avail, ulong used, ushort nextAvail, bool indirect, bool eventIndex)
         : base(index, size, memory, indirect, eventIndex)
@@ -36,6 +39,25 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
     }
 
     internal override uint Base => _lastAvail;
+
+    internal override int PendingResubmissions => _resubmit.Length - _resubmitNext;
+
+    internal override string? AttachInflight(nint region, int capacity)
+    {
+        SplitInflight? tracker = SplitInflight.Open(region, capacity, Size, _usedIndex, out ushort[] resubmit, out string error);
+        if (tracker is null)
+        {
+            return $"queue {Index}: {error}";
+        }
+
+        _inflight = tracker;
+        _resubmit = resubmit;
+        _resubmitNext = 0;
+
+        // Every chain taken from the avail ring is either in the used ring or still in flight.
+        _lastAvail = (ushort)(_usedIndex + resubmit.Length);
+        return null;
+    }
 
     internal override string? Translate(GuestMemoryTable table)
     {
@@ -57,6 +79,11 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
     private protected override bool PopCore([NotNullWhen(true)] out DescriptorChain? chain)
     {
         chain = null;
+        if (_resubmitNext < _resubmit.Length)
+        {
+            return Resubmit(out chain);
+        }
+
         ushort availIndex = AvailIndex; // acquire: ring entries are read after the index
         ushort pending = (ushort)(availIndex - _lastAvail);
         if (pending == 0)
@@ -89,6 +116,32 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         }
 
         _lastAvail++;
+        _inflight?.Popped(head);
+        AttachLog(c);
+        c.InFlight = true;
+        chain = c;
+        return true;
+    }
+
+    private bool Resubmit([NotNullWhen(true)] out DescriptorChain? chain)
+    {
+        chain = null;
+        ushort head = _resubmit[_resubmitNext];
+        DescriptorChain c = ChainFor(head);
+        if (c.InFlight)
+        {
+            return Break($"queue {Index}: inflight head {head} resubmitted while already in flight");
+        }
+
+        c.Reset();
+        c.Head = head;
+        if (!Walk(c, head))
+        {
+            return false;
+        }
+
+        _resubmitNext++;
+        c.IsResubmitted = true;
         AttachLog(c);
         c.InFlight = true;
         chain = c;
@@ -184,12 +237,14 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
 
     private protected override void PushCore(DescriptorChain chain, uint length)
     {
+        _inflight?.BeginPush(chain.Head);
         ulong slot = (ulong)(_usedIndex % Size);
         byte* element = _used + 4 + (8 * (int)slot);
         BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element, 4), chain.Head);
         BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element + 4, 4), length);
         _usedIndex++;
         Volatile.Write(ref *(ushort*)(_used + 2), _usedIndex); // release: the element is visible first
+        _inflight?.EndPush(chain.Head, _usedIndex);
         LogRingWrite(4 + (8 * slot), 8);
         LogRingWrite(2, 2);
         _pendingSignal = true;
@@ -230,7 +285,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         }
 
         Interlocked.MemoryBarrier();
-        return AvailIndex != _lastAvail;
+        return AvailIndex != _lastAvail || _resubmitNext < _resubmit.Length;
     }
 
     private protected override bool ShouldNotify()

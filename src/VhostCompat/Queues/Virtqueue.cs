@@ -147,6 +147,16 @@ public abstract class Virtqueue
     /// <summary>The value GET_VRING_BASE reports.</summary>
     internal abstract uint Base { get; }
 
+    /// <summary>
+    /// Attaches this queue's inflight region (<paramref name="capacity"/> entries) before the queue runs:
+    /// a fresh region is initialised; a used one is repaired and its in-flight chains are queued for
+    /// resubmission, and the ring position is taken from it. Returns the reason if the region is invalid.
+    /// </summary>
+    internal abstract string? AttachInflight(nint region, int capacity);
+
+    /// <summary>Chains recovered from the inflight region and not yet handed out again.</summary>
+    internal abstract int PendingResubmissions { get; }
+
     private protected abstract bool PopCore([NotNullWhen(true)] out DescriptorChain? chain);
 
     private protected abstract void PushCore(DescriptorChain chain, uint length);
