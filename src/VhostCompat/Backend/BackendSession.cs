@@ -1103,7 +1103,6 @@ internal sealed class BackendSession
             return;
         }
 
-        AttachInflight(ring, queue);
         queue.SetEnabled(ring.Enabled);
         queue.SetLog(Logging ? _log : null);
         queue.SetUsedRingLogging((ring.AddressFlags & VringAddressPayload.FlagLog) != 0, ring.LogGuestAddress);
@@ -1115,6 +1114,7 @@ internal sealed class BackendSession
             Log.QueueBroken(logger, q.Index, reason);
             Metrics.BrokenQueues.Add(1);
         };
+        AttachInflight(ring, queue);
         Metrics.Track(queue, _device.DeviceType.ToString(), _options.SocketPath ?? $"fd{_options.InheritedFd}");
         ring.Lease = _memory;
         ring.Queue = queue;

@@ -76,6 +76,17 @@ internal sealed class TestDevice : VhostUserDevice
         while (queue.TryPop(out DescriptorChain? chain))
         {
             int n = chain.ReadReadable(0, buffer);
+            if (chain.IsResubmitted)
+            {
+                Resubmitted.Enqueue(System.Text.Encoding.ASCII.GetString(buffer[..n]));
+            }
+
+            if (Hold?.Invoke(buffer[..n].ToArray()) == true)
+            {
+                Held.Enqueue(chain); // never completed: what a backend that dies mid-request leaves behind
+                continue;
+            }
+
             buffer[..n].Reverse();
             int written = chain.WriteWritable(0, buffer[..n]);
             queue.Push(chain, written);
@@ -88,6 +99,14 @@ internal sealed class TestDevice : VhostUserDevice
     }
 
     public ConcurrentQueue<string> BrokenQueues { get; } = new();
+
+    /// <summary>Chains whose readable bytes make this return true are popped and kept, never pushed.</summary>
+    public Func<byte[], bool>? Hold { get; set; }
+
+    public ConcurrentQueue<DescriptorChain> Held { get; } = new();
+
+    /// <summary>Readable bytes (ASCII) of every chain the SDK handed out again after a restart.</summary>
+    public ConcurrentQueue<string> Resubmitted { get; } = new();
 
     public override void OnDisconnected() => Interlocked.Increment(ref Disconnects);
 
