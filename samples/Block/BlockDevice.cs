@@ -48,7 +48,7 @@ internal sealed class BlockDevice : VhostUserDevice
     private const ulong SegMax = 1UL << 2, Ro = 1UL << 5, BlkSize = 1UL << 6, Flush = 1UL << 9, Mq = 1UL << 12, Discard = 1UL << 13, WriteZeroes = 1UL << 14;
 
     public override ulong DeviceFeatures =>
-        VirtioFeatureBits.Version1 | VirtioFeatureBits.IndirectDesc | VirtioFeatureBits.EventIdx
+        VirtioFeatureBits.Version1 | VirtioFeatureBits.IndirectDesc | VirtioFeatureBits.EventIdx | VirtioFeatureBits.RingPacked
         | SegMax | BlkSize | Flush | Discard | WriteZeroes | (_readOnly ? Ro : 0) | (_queues > 1 ? Mq : 0);
 
     /// <summary>Requests the SDK handed out again after a restart (inflight tracking) and this device re-executed.</summary>
