@@ -159,6 +159,43 @@ public sealed class BlockSampleTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_counters_travel_as_device_state_and_a_newer_format_is_refused()
+    {
+        await StartAsync();
+        (await RequestAsync(1, 8, outData: new byte[4096])).Status.Should().Be(Ok);
+        (await RequestAsync(0, 8, inLength: 1024)).Status.Should().Be(Ok);
+        (await _fe!.GetProtocolFeaturesAsync()).Should().HaveFlag(VhostUserProtocolFeatures.DeviceState);
+        await _fe.GetVringBaseAsync(0); // state is consistent only with every ring stopped
+
+        byte[] blob = await _fe.SaveDeviceStateAsync();
+        Counters(blob).Should().Equal(2, 0, 1024, 4096, 0);
+
+        // What a destination does: load the source's state; its own save then carries the source's counters.
+        var migrated = new byte[40];
+        BinaryPrimitives.WriteInt64LittleEndian(migrated, 1000);
+        BinaryPrimitives.WriteInt64LittleEndian(migrated.AsSpan(24), 1 << 30);
+        await _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(2, 1, migrated));
+        Counters(await _fe.SaveDeviceStateAsync()).Should().Equal(1000, 0, 0, 1 << 30, 0);
+
+        var newer = () => _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(2, 2, migrated));
+        await newer.Should().ThrowAsync<VhostUserRequestException>("state version 2 is from a newer build");
+        Counters(await _fe.SaveDeviceStateAsync()).Should().Equal(1000, 0, 0, 1 << 30, 0);
+    }
+
+    private static long[] Counters(byte[] blob)
+    {
+        VhostCompat.Backend.DeviceStateBlob.TryUnwrap(blob, 2, out uint version, out ReadOnlySpan<byte> payload).Should().BeNull();
+        version.Should().Be(1);
+        var values = new long[5];
+        for (int i = 0; i < 5; i++)
+        {
+            values[i] = BinaryPrimitives.ReadInt64LittleEndian(payload[(8 * i)..]);
+        }
+
+        return values;
+    }
+
+    [Fact]
     public async Task Guest_controlled_bad_requests_get_the_right_status_and_touch_nothing_outside_the_image()
     {
         await StartAsync();
