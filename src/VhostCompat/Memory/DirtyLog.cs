@@ -58,23 +58,9 @@ internal sealed class DirtyLog
             return null;
         }
 
-        if (!Libc.TryGetFileInfo(fd.Value, out long fileSize, out uint mode, out int errno))
-        {
-            error = Libc.ErrorText("fstat", errno);
-            return null;
-        }
-
-        ulong end = d.MmapOffset + d.MmapSize;
-        if ((mode & Libc.S_IFMT) != Libc.S_IFREG || (ulong)fileSize < end)
-        {
-            error = $"log fd is not a regular file of at least {end} bytes";
-            return null;
-        }
-
-        MemoryMapping? mapping = MemoryMapping.TryMap(fd.Value, end, out errno);
+        MemoryMapping? mapping = MemoryMapping.TryMapFrontendFile(fd, d.MmapOffset + d.MmapSize, "log", out error);
         if (mapping is null)
         {
-            error = Libc.ErrorText("mmap", errno);
             return null;
         }
 

@@ -102,35 +102,35 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
             return Break($"queue {Index}: head index {head} outside the ring of {Size}");
         }
 
-        DescriptorChain c = ChainFor(head);
-        if (c.InFlight)
-        {
-            return Break($"queue {Index}: head {head} made available again while still in flight");
-        }
-
-        c.Reset();
-        c.Head = head;
-        if (!Walk(c, head))
+        if (!Take(head, resubmitted: false, out chain))
         {
             return false;
         }
 
         _lastAvail++;
         _inflight?.Popped(head);
-        AttachLog(c);
-        c.InFlight = true;
-        chain = c;
         return true;
     }
 
+    /// <summary>Hands out the next chain an earlier backend left in flight (inflight tracking).</summary>
     private bool Resubmit([NotNullWhen(true)] out DescriptorChain? chain)
     {
+        if (!Take(_resubmit[_resubmitNext], resubmitted: true, out chain))
+        {
+            return false;
+        }
+
+        _resubmitNext++;
+        return true;
+    }
+
+    private bool Take(ushort head, bool resubmitted, [NotNullWhen(true)] out DescriptorChain? chain)
+    {
         chain = null;
-        ushort head = _resubmit[_resubmitNext];
         DescriptorChain c = ChainFor(head);
         if (c.InFlight)
         {
-            return Break($"queue {Index}: inflight head {head} resubmitted while already in flight");
+            return Break($"queue {Index}: head {head} {(resubmitted ? "resubmitted" : "made available again")} while still in flight");
         }
 
         c.Reset();
@@ -140,8 +140,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
             return false;
         }
 
-        _resubmitNext++;
-        c.IsResubmitted = true;
+        c.IsResubmitted = resubmitted;
         AttachLog(c);
         c.InFlight = true;
         chain = c;
