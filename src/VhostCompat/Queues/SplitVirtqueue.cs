@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using VhostCompat.Memory;
@@ -8,6 +7,7 @@ namespace VhostCompat.Queues;
 /// <summary>A split virtqueue: descriptor table, available ring (driver), used ring (device).</summary>
 internal sealed unsafe class SplitVirtqueue : Virtqueue
 {
+    private readonly int _mask;
     private readonly ulong _descAddress;
     private readonly ulong _availAddress;
     private readonly ulong _usedAddress;
@@ -25,6 +25,12 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
     public SplitVirtqueue(int index, int size, GuestMemoryTable memory, ulong desc, ulong avail, ulong used, ushort nextAvail, bool indirect, bool eventIndex)
         : base(index, size, memory, indirect, eventIndex)
     {
+        if (size <= 0 || (size & (size - 1)) != 0)
+        {
+            throw new ArgumentException($"queue {index}: split ring size {size} is not a power of two");
+        }
+
+        _mask = size - 1;
         _descAddress = desc;
         _availAddress = avail;
         _usedAddress = used;
@@ -96,7 +102,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
             return Break($"queue {Index}: avail index {availIndex} is {pending} entries ahead of {_lastAvail}, more than the ring size {Size}");
         }
 
-        ushort head = Unsafe.ReadUnaligned<ushort>(_avail + 4 + (2 * (_lastAvail % Size)));
+        ushort head = Unsafe.ReadUnaligned<ushort>(_avail + 4 + (2 * (_lastAvail & _mask)));
         if (head >= Size)
         {
             return Break($"queue {Index}: head index {head} outside the ring of {Size}");
@@ -237,10 +243,9 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
     private protected override void PushCore(DescriptorChain chain, uint length)
     {
         _inflight?.BeginPush(chain.Head);
-        ulong slot = (ulong)(_usedIndex % Size);
-        byte* element = _used + 4 + (8 * (int)slot);
-        BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element, 4), chain.Head);
-        BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(element + 4, 4), length);
+        ulong slot = (ulong)(_usedIndex & _mask);
+        // One store for the element: id (u32) then len (u32), little-endian like every ring field here.
+        Unsafe.WriteUnaligned(_used + 4 + (8 * (int)slot), chain.Head | ((ulong)length << 32));
         _usedIndex++;
         Volatile.Write(ref *(ushort*)(_used + 2), _usedIndex); // release: the element is visible first
         _inflight?.EndPush(chain.Head, _usedIndex);
