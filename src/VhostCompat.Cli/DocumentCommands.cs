@@ -113,7 +113,7 @@ internal static class DocumentCommands
         io.Out.WriteLine($"{record.Key}: {CapabilityDocument.TypeName(t)} device, generation {record.Generation}, saved {record.SavedAt:u}");
         io.Out.WriteLine($"  acked features          {CliSupport.Hex(record.AckedFeatures)} {VirtioFeatures.Format(t, record.AckedFeatures)}");
         io.Out.WriteLine($"  acked protocol features {CliSupport.Hex(record.AckedProtocolFeatures)} {string.Join(',', ProtocolFeatureNames.Format(record.AckedProtocolFeatures))}");
-        io.Out.WriteLine($"  profile {(record.Profile is null ? "(none)" : record.Profile.Id ?? record.Profile.Canonical)}");
+        io.Out.WriteLine($"  profile {(record.Profile is null ? "(none)" : (record.Profile.Id ?? record.Profile.Canonical) + (record.ProfilePinned ? " (pinned)" : " (offered by default, not pinned)"))}");
         io.Out.WriteLine($"  queues {record.QueueCount}: {string.Join(", ", record.QueueSizes.Select(kv => $"{kv.Key}={kv.Value}"))}");
         io.Out.WriteLine($"  config {Convert.ToHexStringLower(record.Config.Span)}");
         return ExitCodes.Ok;

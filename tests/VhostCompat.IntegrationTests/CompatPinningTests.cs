@@ -60,6 +60,7 @@ public sealed class CompatPinningTests
         var store = new AckedStateStore(stateDir);
         AckedStateRecord record = store.Load("vm-1234.net0")!;
         record.Should().NotBeNull();
+        record.ProfilePinned.Should().BeFalse("no profile was pinned");
         record.AckedFeatures.Should().Be(VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf | VirtioFeatureBits.EventIdx);
         record.QueueSizes.Should().Contain(0, 128);
 
@@ -86,6 +87,8 @@ public sealed class CompatPinningTests
             await fe.NegotiateAsync(ulong.MaxValue, AllProtocol);
             await fe.SetStatusAsync(DeviceStatus.Acknowledge | DeviceStatus.Driver | DeviceStatus.FeaturesOk | DeviceStatus.DriverOk);
         }
+
+        new AckedStateStore(stateDir).Load("vm-9")!.ProfilePinned.Should().BeTrue("--compat-profile pinned it");
 
         // Restart without a pin: the record's profile is offered again, not the build's whole capability.
         var restarted = new VhostUserBackend(BigDevice(), new VhostUserBackendOptions { SocketPath = "/tmp/unused.sock", StateDirectory = stateDir, StateKey = "vm-9" });

@@ -884,7 +884,7 @@ internal sealed class BackendSession
         _device.ReadConfig(0, config);
         _pin?.PatchConfig(0, config);
         ulong guestFeatures = _ackedFeatures & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
-        _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config));
+        _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config, profilePinned: _pin?.IsExplicit ?? false));
     }
 
     private Outcome SendRarp(byte[] payload)

@@ -80,7 +80,7 @@ public sealed class VhostUserBackend
             {
                 try
                 {
-                    _pin = ProfilePin.Create(_device, recorded);
+                    _pin = ProfilePin.Create(_device, recorded, record.ProfilePinned);
                 }
                 catch (ProfileFormatException ex)
                 {

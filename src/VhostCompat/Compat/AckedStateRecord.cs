@@ -33,8 +33,12 @@ public sealed class AckedStateRecord
     /// <param name="config">Config space bytes as the guest saw them (GET_CONFIG), at most 256; empty when none.</param>
     /// <param name="generation">Save counter, incremented by <see cref="AckedStateStore.Save"/>.</param>
     /// <param name="savedAt">When the record was saved (UTC).</param>
+    /// <param name="profilePinned">
+    /// True when <paramref name="profile"/> was chosen by management (a pin); false when the backend offered its
+    /// catalog's latest unpinned — the guest's interface is then what it acked, and a destination is held to that only.
+    /// </param>
     /// <exception cref="ArgumentException">A value out of range.</exception>
-    public AckedStateRecord(string key, VirtioDeviceType deviceType, ulong ackedFeatures, ulong ackedProtocolFeatures, InterfaceProfile? profile, int queueCount, IReadOnlyDictionary<int, int> queueSizes, ReadOnlySpan<byte> config, ulong generation = 0, DateTimeOffset? savedAt = null)
+    public AckedStateRecord(string key, VirtioDeviceType deviceType, ulong ackedFeatures, ulong ackedProtocolFeatures, InterfaceProfile? profile, int queueCount, IReadOnlyDictionary<int, int> queueSizes, ReadOnlySpan<byte> config, ulong generation = 0, DateTimeOffset? savedAt = null, bool profilePinned = true)
     {
         ArgumentNullException.ThrowIfNull(queueSizes);
         if (!AckedStateStore.IsValidKey(key))
@@ -70,12 +74,19 @@ public sealed class AckedStateRecord
         AckedFeatures = ackedFeatures;
         AckedProtocolFeatures = ackedProtocolFeatures;
         Profile = profile;
+        ProfilePinned = profile is not null && profilePinned;
         QueueCount = queueCount;
         QueueSizes = new SortedDictionary<int, int>(queueSizes.ToDictionary());
         _config = config.ToArray();
         Generation = generation;
         SavedAt = savedAt ?? DateTimeOffset.UnixEpoch;
     }
+
+    /// <summary>
+    /// True when <see cref="Profile"/> was pinned by management; false when it was only the catalog's latest the
+    /// backend offered on its own (or there is no profile). Records written before this field existed count as pinned.
+    /// </summary>
+    public bool ProfilePinned { get; }
 
     /// <summary>Record key.</summary>
     public string Key { get; }
@@ -129,6 +140,7 @@ public sealed class AckedStateRecord
             AckedProtocolFeatures = FeatureText.Hex(AckedProtocolFeatures),
             ProfileId = Profile?.Id,
             Profile = Profile?.Canonical,
+            ProfilePinned = Profile is null ? null : ProfilePinned,
             QueueCount = QueueCount,
             QueueSizes = [.. QueueSizes.Select(kv => new QueueSizeJson { Index = kv.Key, Size = kv.Value })],
             Config = Convert.ToHexStringLower(_config),
@@ -266,7 +278,7 @@ public sealed class AckedStateRecord
 
         try
         {
-            var record = new AckedStateRecord(json.Key, type, features, protocol, profile, json.QueueCount, sizes, config, json.Generation, savedAt);
+            var record = new AckedStateRecord(json.Key, type, features, protocol, profile, json.QueueCount, sizes, config, json.Generation, savedAt, json.ProfilePinned ?? true);
             return record;
         }
         catch (ArgumentException ex)
@@ -283,7 +295,7 @@ public sealed class AckedStateRecord
     }
 
     internal AckedStateRecord WithGeneration(ulong generation, DateTimeOffset savedAt) =>
-        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt);
+        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned);
 }
 
 /// <summary>

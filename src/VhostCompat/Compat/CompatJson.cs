@@ -247,6 +247,9 @@ internal sealed class AckedStatePayloadJson
 
     public string? Profile { get; set; }
 
+    /// <summary>Absent in records written before it existed (they count as pinned).</summary>
+    public bool? ProfilePinned { get; set; }
+
     public required int QueueCount { get; set; }
 
     public required List<QueueSizeJson> QueueSizes { get; set; }

@@ -117,6 +117,7 @@ internal sealed class CompatRuntime
         }
 
         InterfaceProfile? profile;
+        bool isExplicit = true;
         if (!string.IsNullOrEmpty(pin))
         {
             profile = catalog is not null ? catalog.Resolve(pin)
@@ -131,6 +132,7 @@ internal sealed class CompatRuntime
         else
         {
             profile = record?.Profile ?? catalog?.Latest;
+            isExplicit = record?.Profile is not null && record.ProfilePinned;
         }
 
         ProfilePin? profilePin = null;
@@ -147,7 +149,7 @@ internal sealed class CompatRuntime
                 throw new CompatibilityException($"this build cannot offer profile {profile}", problems);
             }
 
-            profilePin = ProfilePin.Create(device, profile);
+            profilePin = ProfilePin.Create(device, profile, isExplicit);
         }
 
         if (record is not null)
@@ -184,7 +186,7 @@ internal sealed class CompatRuntime
             return null;
         }
 
-        var candidate = new AckedStateRecord(Key, _device.DeviceType, ackedFeatures, ackedProtocolFeatures, Pin?.Profile, QueueCount, queueSizes, config);
+        var candidate = new AckedStateRecord(Key, _device.DeviceType, ackedFeatures, ackedProtocolFeatures, Pin?.Profile, QueueCount, queueSizes, config, profilePinned: Pin?.IsExplicit ?? false);
         if (Record is { } current && SameState(current, candidate))
         {
             return current;

@@ -20,7 +20,8 @@ public enum PreflightSeverity
 /// Stable code: <c>device-type</c>, <c>features-unsupported</c> (acked bits missing),
 /// <c>profile-unsupported</c> (profile bits or limits missing), <c>protocol-features</c>,
 /// <c>ring-size</c>, <c>queue-count</c>, <c>config-size</c>, <c>config-mismatch</c>,
-/// <c>profile-changed</c> (same id, different values), <c>profile-not-in-catalog</c> (warning).
+/// <c>profile-changed</c> (same id, different values), <c>profile-not-in-catalog</c> (warning),
+/// <c>profile-not-pinned</c> (warning: the record's profile was the source's default, not a pin; only the acked interface is checked).
 /// </param>
 /// <param name="Message">A sentence for humans.</param>
 /// <param name="Features">The feature names concerned (empty when not about features).</param>
@@ -113,13 +114,23 @@ public static class PreflightCheck
     public static PreflightResult Check(InterfaceProfile? profile, AckedStateRecord? record, BackendCapabilities destination)
     {
         ArgumentNullException.ThrowIfNull(destination);
+        bool namedByCaller = profile is not null;
         profile ??= record?.Profile;
         if (profile is null && record is null)
         {
             throw new ArgumentException("a preflight check needs a profile or an acked-state record");
         }
 
+        // A profile the source backend only offered by default (no pin) is not a promise to the guest: the VM's
+        // interface is what it acked, which is all QEMU holds a destination to. It is reported, not enforced.
         var findings = new List<PreflightFinding>();
+        InterfaceProfile? offeredOnly = null;
+        if (!namedByCaller && record is { ProfilePinned: false })
+        {
+            offeredOnly = profile;
+            profile = null;
+        }
+
         var type = record?.DeviceType ?? profile!.DeviceType;
         var dst = destination;
         string dstType = VirtioFeatures.TypeLabel(dst.DeviceType);
@@ -226,6 +237,12 @@ public static class PreflightCheck
                     findings.Add(Error("profile-changed", $"the destination's profile {id} has different values: {diff}"));
                 }
             }
+        }
+
+        if (offeredOnly is not null)
+        {
+            findings.Add(new PreflightFinding(PreflightSeverity.Warning, "profile-not-pinned",
+                $"the VM is not pinned: the source offered {offeredOnly} by default; the destination is held to what the guest acked only (pin it to keep its interface fixed)", NoFeatures));
         }
 
         return new PreflightResult([.. findings.OrderBy(f => f.Severity)]);

@@ -12,11 +12,19 @@ namespace VhostCompat.Compat;
 /// </summary>
 internal sealed class ProfilePin
 {
-    private ProfilePin(VhostUserDevice device, InterfaceProfile profile)
+    private ProfilePin(VhostUserDevice device, InterfaceProfile profile, bool isExplicit)
     {
         Device = device;
         Profile = profile;
+        IsExplicit = isExplicit;
     }
+
+    /// <summary>
+    /// True when management chose the profile (<c>--compat-profile</c>, or a record made under such a pin);
+    /// false when the backend offers its catalog's latest on its own. Recorded, because the preflight then
+    /// holds a destination to the profile only in the first case, and to what the guest acked in both.
+    /// </summary>
+    public bool IsExplicit { get; }
 
     public VhostUserDevice Device { get; }
 
@@ -35,7 +43,7 @@ internal sealed class ProfilePin
     /// Pins <paramref name="device"/> to <paramref name="profile"/>.
     /// </summary>
     /// <exception cref="ProfileFormatException">Another device type, or the profile asks for more than the device can do (every problem listed).</exception>
-    public static ProfilePin Create(VhostUserDevice device, InterfaceProfile profile)
+    public static ProfilePin Create(VhostUserDevice device, InterfaceProfile profile, bool isExplicit = true)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(profile);
@@ -50,7 +58,7 @@ internal sealed class ProfilePin
             throw new ProfileFormatException(null, $"this build cannot offer profile {profile}: {string.Join("; ", problems)}");
         }
 
-        return new ProfilePin(device, profile);
+        return new ProfilePin(device, profile, isExplicit);
     }
 
     /// <summary>
@@ -83,7 +91,7 @@ internal sealed class ProfilePin
             profile = catalog?.Latest;
         }
 
-        return profile is null ? null : Create(device, profile);
+        return profile is null ? null : Create(device, profile, isExplicit: !string.IsNullOrEmpty(pin));
     }
 
     /// <summary>The GET_FEATURES answer: the build's vhost-only bits (protocol features, log-all) plus exactly the profile's bits.</summary>

@@ -41,6 +41,25 @@ public sealed class AckedStateRecordTests : IDisposable
     }
 
     [Fact]
+    public void Whether_the_profile_was_pinned_round_trips_and_records_older_than_the_field_count_as_pinned()
+    {
+        var r = NetRecord();
+        var byDefault = new AckedStateRecord(r.Key, r.DeviceType, r.AckedFeatures, r.AckedProtocolFeatures, r.Profile, r.QueueCount, r.QueueSizes, r.Config.Span, profilePinned: false);
+        string json = byDefault.ToJson();
+        json.Should().Contain("\"profile-pinned\":false");
+        AckedStateRecord.Parse(Encoding.UTF8.GetBytes(json), "r.json").ProfilePinned.Should().BeFalse();
+        AckedStateRecord.Parse(Encoding.UTF8.GetBytes(r.ToJson()), "r.json").ProfilePinned.Should().BeTrue();
+
+        // The same payload without the member, re-sealed as an SDK from before it would have written it.
+        using var doc = System.Text.Json.JsonDocument.Parse(json);
+        string payload = doc.RootElement.GetProperty("payload").GetRawText().Replace(",\"profile-pinned\":false", "", StringComparison.Ordinal);
+        string sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(payload)));
+        string old = $"{{\"format\":\"vhostcompat-acked-state\",\"version\":1,\"sha256\":\"{sha}\",\"payload\":{payload}}}";
+        old.Should().NotContain("profile-pinned");
+        AckedStateRecord.Parse(Encoding.UTF8.GetBytes(old), "old.json").ProfilePinned.Should().BeTrue();
+    }
+
+    [Fact]
     public void File_shows_names_and_hex()
     {
         string json = NetRecord().ToJson();

@@ -11,13 +11,13 @@ public class PreflightCheckTests
 
     private static ulong Net(string names) => VirtioFeatures.Parse(VirtioDeviceType.Net, names);
 
-    private static AckedStateRecord Record(string acked, int queues = 2, int ringSize = 256, ushort mtu = 1500, InterfaceProfile? profile = null, ulong protocol = 0x1a009)
+    private static AckedStateRecord Record(string acked, int queues = 2, int ringSize = 256, ushort mtu = 1500, InterfaceProfile? profile = null, ulong protocol = 0x1a009, bool pinned = true)
     {
         var sizes = Enumerable.Range(0, queues).ToDictionary(i => i, _ => ringSize);
         byte[] config = new byte[12];
         config[8] = (byte)(queues / 2);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(config.AsSpan(10), mtu);
-        return new AckedStateRecord("vm-1.net0", VirtioDeviceType.Net, Net(acked), protocol, profile, queues, sizes, config);
+        return new AckedStateRecord("vm-1.net0", VirtioDeviceType.Net, Net(acked), protocol, profile, queues, sizes, config, profilePinned: pinned);
     }
 
     private static BackendCapabilities Destination(string offered, int queues = 2, int maxRing = 1024, string mtu = "1500", ProfileCatalog? catalog = null) =>
@@ -116,6 +116,31 @@ public class PreflightCheckTests
         var other = ProfileCatalog.Declare(VirtioDeviceType.Net, "org.example.vnet.v2", ("org.example.vnet.v2", "version_1=on,mrg_rxbuf=on,max_ring=1024,mq=on,queues=4,indirect_desc=on,event_idx=on"));
         var changed = PreflightCheck.Check(v2, null, Destination("csum,host_tso4,host_tso6,mrg_rxbuf,indirect_desc,event_idx,mq,version_1", queues: 4, catalog: other));
         changed.Findings.Should().ContainSingle().Which.Message.Should().Contain("csum on -> off").And.Contain("host_tso4 on -> off");
+    }
+
+    [Fact]
+    public void A_profile_the_source_only_offered_by_default_does_not_bind_the_destination_what_the_guest_acked_does()
+    {
+        // The migration matrix's return leg: a VM created on an older build (v1 acked) now runs on an unpinned newer
+        // build, whose record names its own latest profile. QEMU migrates it back to the old build: acked ⊆ offered.
+        var latest = InterfaceProfile.Parse("type=net,version_1=on,mrg_rxbuf=on,indirect_desc=on,event_idx=on,max_ring=256,queues=2").WithId("org.example.vnet.v2");
+        var old = Destination("mrg_rxbuf,protocol_features,version_1");
+        var byDefault = PreflightCheck.Check(null, Record("mrg_rxbuf,protocol_features,version_1", profile: latest, pinned: false), old);
+        byDefault.Compatible.Should().BeTrue(byDefault.ToText());
+        byDefault.Findings.Should().ContainSingle().Which.Code.Should().Be("profile-not-pinned");
+        byDefault.Findings[0].Severity.Should().Be(PreflightSeverity.Warning);
+
+        // Had management pinned the VM to that profile, the old build could not honour the pin.
+        var pinned = PreflightCheck.Check(null, Record("mrg_rxbuf,protocol_features,version_1", profile: latest, pinned: true), old);
+        pinned.Compatible.Should().BeFalse();
+        pinned.Findings.Should().Contain(f => f.Code == "profile-unsupported" && f.Features.SequenceEqual(new[] { "indirect_desc", "event_idx" }));
+
+        // Unpinned, what the guest did ack still counts.
+        var acked = PreflightCheck.Check(null, Record("mrg_rxbuf,event_idx,protocol_features,version_1", profile: latest, pinned: false), old);
+        acked.Findings.Should().Contain(f => f.Code == "features-unsupported" && f.Features.SequenceEqual(new[] { "event_idx" }));
+
+        // A profile the caller names explicitly is always enforced.
+        PreflightCheck.Check(latest, Record("mrg_rxbuf,protocol_features,version_1", profile: latest, pinned: false), old).Compatible.Should().BeFalse();
     }
 
     [Fact]
