@@ -279,7 +279,8 @@ public sealed class MigrationMatrixInteropTests(ITestOutputHelper output)
             if (!hop.Agrees)
             {
                 hop.Problems.Insert(0, $"PREFLIGHT DISAGREES WITH QEMU: preflight said {verdict}, QEMU {(hop.QemuMigrated ? "migrated the VM" : "did not migrate it")} " +
-                                       $"(query-migrate {hop.Migration.Status}, destination {hop.DestinationState})\n{preflight.ToText()}");
+                                       $"(query-migrate {hop.Migration.Status}, destination {hop.DestinationState}); record of {from.Name}: acked {Describe(record.AckedFeatures)}, " +
+                                       $"profile {record.Profile?.Id ?? record.Profile?.ToString() ?? "(none)"}; destination capability {Describe(toCaps.VirtioFeatures)}\n{preflight.ToText()}");
             }
 
             return (hop, keep ? dst : null);
