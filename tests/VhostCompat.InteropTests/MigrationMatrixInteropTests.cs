@@ -218,6 +218,10 @@ public sealed class MigrationMatrixInteropTests(ITestOutputHelper output)
             if (hop.QemuMigrated)
             {
                 CheckCompleted(hop, dst, before);
+                // The source is stopped now: its console holds the last reply the guest got there.
+                var onSource = MatrixGuest.Replies(from.Qemu.ConsolePath);
+                hop.RepliesBefore = onSource.TakeLast(3).ToList();
+                lastSeq = onSource.Count > 0 ? onSource[^1] : lastSeq;
                 hop.RepliesAfter = await MatrixGuest.WaitForRepliesAsync(dst.Qemu, lastSeq, 3, RepliesTimeout);
                 Log($"ping replies on {name} after the migration: seq {string.Join(",", hop.RepliesAfter)} (lost across: {hop.LostAcross})");
                 if (hop.RepliesAfter.Count < 3)

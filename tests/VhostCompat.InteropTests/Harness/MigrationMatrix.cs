@@ -63,7 +63,7 @@ public sealed class MatrixHop
     /// <summary>Every line the destination QEMU wrote to stderr.</summary>
     public IReadOnlyList<string> DestinationStderr { get; set; } = [];
 
-    /// <summary>Ping replies the guest printed during the last seconds before the migration (sequence numbers).</summary>
+    /// <summary>The last ping replies the guest got on the source (sequence numbers; after a completed migration, the very last ones there).</summary>
     public IReadOnlyList<int> RepliesBefore { get; set; } = [];
 
     /// <summary>Ping replies after the migration: on the destination when it completed, on the source otherwise.</summary>
@@ -91,7 +91,7 @@ public sealed class MatrixHop
         }
     }
 
-    /// <summary>Ping sequence numbers the guest never got a reply for across the migration.</summary>
+    /// <summary>Ping sequence numbers the guest never got a reply for across the migration: first on the destination - last on the source - 1.</summary>
     public int LostAcross => RepliesBefore.Count == 0 || RepliesAfter.Count == 0 ? -1 : Math.Max(0, RepliesAfter.Min() - RepliesBefore.Max() - 1);
 
     /// <summary>One markdown table line: row | leg | from | to | preflight | QEMU | agrees.</summary>
