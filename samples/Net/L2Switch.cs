@@ -13,9 +13,14 @@ internal sealed class L2Switch
     private readonly Dictionary<ulong, int> _macTable = [];
     private readonly Virtqueue?[] _rx;
     private readonly byte[] _header = new byte[NetHeaderLength];
+    private readonly Responder? _responder;
+    private readonly byte[] _reply = new byte[65536];
 
-    public L2Switch(int ports)
+    /// <param name="ports">Number of vhost-user ports.</param>
+    /// <param name="responder">An internal host answering ARP and ping on the switch (<c>--responder</c>), or null.</param>
+    public L2Switch(int ports, Responder? responder = null)
     {
+        _responder = responder;
         _rx = new Virtqueue?[ports];
         Stats = new PortStats[ports];
         for (int i = 0; i < ports; i++)
@@ -27,6 +32,8 @@ internal sealed class L2Switch
     public PortStats[] Stats { get; }
 
     public int Ports => _rx.Length;
+
+    public Responder? Responder => _responder;
 
     public sealed class PortStats
     {
@@ -50,6 +57,21 @@ internal sealed class L2Switch
         if ((frame[6] & 1) == 0)
         {
             _macTable[src] = port;
+        }
+
+        if (_responder is not null)
+        {
+            // The responder sits behind no port: its answers go straight back to the asking port.
+            int n = _responder.TryAnswer(frame, _reply);
+            if (n > 0)
+            {
+                Deliver(port, _reply.AsSpan(0, n));
+            }
+
+            if (_responder.IsUnicastToMe(frame))
+            {
+                return;
+            }
         }
 
         bool multicast = (frame[0] & 1) != 0;

@@ -14,11 +14,13 @@ using VhostCompat.Samples.Net;
 //   --compat-profile P   pin the guest-visible interface (profile id or value list, e.g. version_1=on,mrg_rxbuf=on)
 //   --build N            emulate release N of this sample (catalog v1..vN; default: the latest)
 //   --state-dir DIR      save/restore acked-state records there (one per port, key from the socket path)
+//   --responder IP       add an internal host with address IP that answers ARP and ping (ICMP echo)
 //   --log-level LEVEL    Trace|Debug|Information|Warning|Error (default Debug: every request is logged)
 var paths = new List<string>();
 int? inheritedFd = null;
 bool client = false, printCapabilities = false, sink = false, busyPoll = false;
 string? profile = null, stateDir = null;
+Responder? responder = null;
 int queuePairs = 1;
 int build = NetCatalog.LatestBuild;
 LogLevel level = LogLevel.Debug;
@@ -41,9 +43,18 @@ for (int i = 0; i < args.Length; i++)
         case "--compat-profile": profile = Value(); break;
         case "--state-dir": stateDir = Value(); break;
         case "--build": build = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--responder":
+            if (!System.Net.IPAddress.TryParse(Value(), out var responderIp) || responderIp.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+            {
+                Console.Error.WriteLine("--responder needs an IPv4 address");
+                return 2;
+            }
+
+            responder = new Responder(responderIp);
+            break;
         case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
         case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--build N] [--sink] [--busy-poll] [--log-level LEVEL]");
+            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--build N] [--sink] [--busy-poll] [--responder IP] [--log-level LEVEL]");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {a}");
@@ -69,7 +80,7 @@ using ILoggerFactory loggerFactory = LoggerFactory.Create(b => b
 ILogger log = loggerFactory.CreateLogger("VhostCompat.Samples.Net");
 
 int ports = inheritedFd is null ? Math.Max(paths.Count, 1) : 1;
-var @switch = new L2Switch(ports);
+var @switch = new L2Switch(ports, responder);
 if (printCapabilities)
 {
     Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log, build), new VhostUserBackendOptions { SocketPath = "-" }, NetCatalog.For(build, queuePairs)));
@@ -80,6 +91,11 @@ if (paths.Count == 0 && inheritedFd is null)
 {
     Console.Error.WriteLine("--socket-path or --fd is required");
     return 2;
+}
+
+if (responder is not null)
+{
+    Console.WriteLine($"responder {responder.Address} at {responder.MacText} answers ARP and ping");
 }
 
 using var stop = new CancellationTokenSource();
@@ -145,6 +161,11 @@ for (int port = 0; port < ports; port++)
 {
     var s = @switch.Stats[port];
     Console.WriteLine($"port {port}: tx_packets={s.TxPackets} tx_bytes={s.TxBytes} rx_packets={s.RxPackets} rx_dropped={s.RxDropped}");
+}
+
+if (responder is not null)
+{
+    Console.WriteLine($"responder {responder.Address}: arp_replies={responder.ArpReplies} echo_replies={responder.EchoReplies} ignored={responder.Ignored}");
 }
 
 return 0;

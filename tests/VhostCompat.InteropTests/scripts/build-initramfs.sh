@@ -10,6 +10,8 @@
 #   vhostcompat.mode=status   (default) load virtio modules, print device status/features, power off
 #   vhostcompat.mode=ping     as status, then ping vhostcompat.peer vhostcompat.count times, power off
 #   vhostcompat.mode=loop     as status, then print counters every second forever (migration, soak)
+#   vhostcompat.pingloop=1    loop mode: ping vhostcompat.peer once a second in the background for ever
+#                             (busybox ping prints one line per reply) instead of the per-tick arping
 #   vhostcompat.mode=serve    as status, then stay up (the kernel answers ARP and ping) until vhostcompat.count
 #                             ICMP echo requests have arrived or vhostcompat.timeout seconds passed, power off
 #   vhostcompat.ip=10.0.0.2/24  vhostcompat.peer=10.0.0.1  vhostcompat.count=3  vhostcompat.ifname=eth0
@@ -27,6 +29,8 @@
 #   VHOSTCOMPAT: ping transmitted=<n> received=<n>
 #   VHOSTCOMPAT: serving ip=<ip/len>
 #   VHOSTCOMPAT: served echo_requests=<n> echo_replies=<n> timed_out=<0|1>
+#   64 bytes from <ip>: seq=<n> ttl=<n> time=<ms> ms   (busybox ping's own line per reply, pingloop=1)
+#   VHOSTCOMPAT: pingloop peer=<ip> pid=<pid>
 #   VHOSTCOMPAT: tick n=<n> tx_packets=<n> rx_packets=<n> status=0x<hex>
 #   VHOSTCOMPAT: done uptime=<s>
 set -euo pipefail
@@ -89,7 +93,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 icmp() { awk -v k="$1" '$1 == "Icmp:" { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 } else { print $c[k]; exit } }' /proc/net/snmp; }
 finish() { say "done uptime=$(uptime_s)"; poweroff -f; sleep 10; }
 
-MODE=status IP=10.0.0.2/24 PEER=10.0.0.1 COUNT=3 IFNAME=eth0 WAIT=0 TIMEOUT=120
+MODE=status IP=10.0.0.2/24 PEER=10.0.0.1 COUNT=3 IFNAME=eth0 WAIT=0 TIMEOUT=120 PINGLOOP=0
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     vhostcompat.mode=*)   MODE=${arg#*=} ;;
@@ -99,6 +103,7 @@ for arg in $(cat /proc/cmdline); do
     vhostcompat.ifname=*) IFNAME=${arg#*=} ;;
     vhostcompat.wait=*)   WAIT=${arg#*=} ;;
     vhostcompat.timeout=*) TIMEOUT=${arg#*=} ;;
+    vhostcompat.pingloop=*) PINGLOOP=${arg#*=} ;;
   esac
 done
 say "init uptime=$(uptime_s) kernel=$(uname -r) mode=$MODE"
@@ -158,10 +163,18 @@ case "$MODE" in
     say "served echo_requests=$(icmp InEchos) echo_replies=$(icmp OutEchoReps) timed_out=$out"
     ;;
   loop)
+    if [ "$PINGLOOP" = 1 ]; then
+      ping -i 1 "$PEER" &
+      say "pingloop peer=$PEER pid=$!"
+    fi
     n=0
     while true; do
       n=$((n+1))
-      arping -c 1 -w 1 -I "$IFNAME" "$PEER" >/dev/null 2>&1
+      if [ "$PINGLOOP" = 1 ]; then
+        sleep 1
+      else
+        arping -c 1 -w 1 -I "$IFNAME" "$PEER" >/dev/null 2>&1
+      fi
       st=$(cat "$DEV/status")
       say "tick n=$n tx_packets=$(cat "$NET/statistics/tx_packets") rx_packets=$(cat "$NET/statistics/rx_packets") status=0x$(printf '%02x' $((st)))"
     done
