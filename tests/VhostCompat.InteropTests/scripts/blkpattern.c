@@ -7,9 +7,18 @@
  *                                           device sees both queues), fdatasync (a FLUSH on a write-back
  *                                           device), then an O_DIRECT read-back check
  *   blkpattern DEV check TAG OFF[,OFF...]   O_DIRECT read-back check only (the "after reboot" boot)
+ *   blkpattern DEV stress TAG START BYTES QD CTRL MAXSEC
+ *                                           crash-recovery workload: two writer processes (pinned to CPU 0
+ *                                           and 1, so both queues carry requests) rewrite their half of
+ *                                           [START, START+BYTES) pass after pass with O_DIRECT native AIO,
+ *                                           QD writes in flight each; pass P writes the layout below with
+ *                                           tag "TAG-pP". They stop at a pass boundary once the 4 KiB control
+ *                                           block at CTRL (re-read every 200 ms with O_DIRECT) starts with
+ *                                           "VHOSTCOMPAT-STOP", or after MAXSEC seconds. Then every block of
+ *                                           the region is read back and compared with its writer's last pass.
  *
  * Offsets are byte offsets, multiples of 512. Every line starts with "VHOSTCOMPAT: blk " and ends with the
- * verdict line "VHOSTCOMPAT: blk verdict=ok|FAIL phase=write|check bad=N". The block layout (also computed by
+ * verdict line "VHOSTCOMPAT: blk verdict=ok|FAIL phase=write|check|stress bad=N". The block layout (also computed by
  * the C# test, BlockPattern.cs, to check the image on the host):
  *   bytes 0..63   "VHOSTCOMPAT-BLK tag=<TAG> off=<decimal offset>\n", NUL padded
  *   byte i >= 64  (i * 7 + (off / 512) * 13 + 0x5a) mod 256
@@ -17,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
 #include <linux/fs.h>
 #include <sched.h>
 #include <stdint.h>
@@ -24,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,6 +105,212 @@ static int write_blocks(int fd, const char *tag, unsigned long long *offs, int n
     return bad;
 }
 
+/* ---- stress: continuous writes for the crash-recovery test ---- */
+
+#define MAXQD 64
+
+/* What each writer reports to the parent (shared anonymous mapping). */
+struct writer_state {
+    volatile int pass;          /* last completed pass */
+    volatile long writes;       /* completed writes */
+    volatile long io_errors;    /* completions with res != BLOCK, submit failures */
+};
+
+struct shared {
+    volatile int stop;
+    struct writer_state w[2];
+};
+
+static long sys_io_setup(unsigned n, aio_context_t *ctx) { return syscall(SYS_io_setup, n, ctx); }
+static long sys_io_submit(aio_context_t ctx, long n, struct iocb **p) { return syscall(SYS_io_submit, ctx, n, p); }
+static long sys_io_getevents(aio_context_t ctx, long min, long max, struct io_event *ev, struct timespec *t)
+{
+    return syscall(SYS_io_getevents, ctx, min, max, ev, t);
+}
+
+static void pass_tag(char *out, size_t n, const char *tag, int pass) { snprintf(out, n, "%s-p%d", tag, pass); }
+
+/* Writes its half of the region (writer w of 2) pass after pass until sh->stop; returns 0 when no I/O failed. */
+static int stress_writer(const char *dev, int w, const char *tag, unsigned long long start, unsigned long long blocks,
+                         int qd, struct shared *sh)
+{
+    int fd = open(dev, O_RDWR | O_DIRECT);
+    if (fd < 0) { printf("VHOSTCOMPAT: blk error writer=%d open %s: %s\n", w, dev, strerror(errno)); return 1; }
+    aio_context_t ctx = 0;
+    if (sys_io_setup(qd, &ctx)) { printf("VHOSTCOMPAT: blk error writer=%d io_setup: %s\n", w, strerror(errno)); return 1; }
+    unsigned char *buf[MAXQD];
+    struct iocb cb[MAXQD], *cbp[1];
+    int freeslot[MAXQD], nfree = qd;
+    for (int i = 0; i < qd; i++) {
+        if (posix_memalign((void **)&buf[i], BLOCK, BLOCK)) return 1;
+        freeslot[i] = i;
+    }
+    unsigned long long first = start + (unsigned long long)w * blocks * BLOCK;
+    int reported = 0;
+    double t0 = now();
+    for (int pass = 1; ; pass++) {
+        char ptag[48];
+        pass_tag(ptag, sizeof ptag, tag, pass);
+        unsigned long long next = 0, done = 0;
+        int inflight = 0;
+        double tp = now(), last_completion = now(), last_wait_report = 0;
+        while (done < blocks) {
+            while (next < blocks && nfree > 0) {
+                int s = freeslot[--nfree];
+                unsigned long long off = first + next * BLOCK;
+                fill(buf[s], ptag, off);
+                memset(&cb[s], 0, sizeof cb[s]);
+                cb[s].aio_data = (unsigned long long)s | ((unsigned long long)next << 8);
+                cb[s].aio_lio_opcode = IOCB_CMD_PWRITE;
+                cb[s].aio_fildes = fd;
+                cb[s].aio_buf = (unsigned long long)(uintptr_t)buf[s];
+                cb[s].aio_nbytes = BLOCK;
+                cb[s].aio_offset = (long long)off;
+                cbp[0] = &cb[s];
+                if (sys_io_submit(ctx, 1, cbp) != 1) {
+                    sh->w[w].io_errors++;
+                    if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu submit: %s\n", w, pass, off, strerror(errno));
+                    freeslot[nfree++] = s;
+                    next++; done++;
+                    continue;
+                }
+                next++; inflight++;
+            }
+            if (inflight == 0) continue;
+            struct io_event ev[MAXQD];
+            struct timespec ts = { 1, 0 };
+            long n = sys_io_getevents(ctx, 1, inflight, ev, &ts);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                printf("VHOSTCOMPAT: blk error writer=%d io_getevents: %s\n", w, strerror(errno));
+                return 1;
+            }
+            if (n == 0) {
+                /* Nothing completed for a while: report it every 5 s (a lost request never completes). */
+                double waited = now() - last_completion;
+                if (waited - last_wait_report >= 5) {
+                    last_wait_report = waited;
+                    printf("VHOSTCOMPAT: blk waiting writer=%d pass=%d inflight=%d waited_s=%.0f uptime_s=%.1f\n", w, pass, inflight, waited, now() - t0);
+                }
+                continue;
+            }
+            last_completion = now();
+            last_wait_report = 0;
+            for (long i = 0; i < n; i++) {
+                int s = (int)(ev[i].data & 0xff);
+                unsigned long long idx = ev[i].data >> 8;
+                if (ev[i].res != BLOCK) {
+                    sh->w[w].io_errors++;
+                    if (reported++ < 10)
+                        printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu res=%lld (%s)\n", w, pass, first + idx * BLOCK,
+                               (long long)ev[i].res, ev[i].res < 0 ? strerror((int)-ev[i].res) : "short write");
+                } else sh->w[w].writes++;
+                freeslot[nfree++] = s;
+                inflight--; done++;
+            }
+        }
+        sh->w[w].pass = pass;
+        printf("VHOSTCOMPAT: blk pass writer=%d pass=%d writes=%ld io_errors=%ld ms=%.0f t=%.1f\n", w, pass, sh->w[w].writes,
+               sh->w[w].io_errors, (now() - tp) * 1e3, now() - t0);
+        fflush(stdout);
+        if (sh->stop) break;
+    }
+    return sh->w[w].io_errors ? 1 : 0;
+}
+
+/* Reads the region back; returns the number of blocks that do not hold their writer's last pass. */
+static long stress_verify(const char *dev, const char *tag, unsigned long long start, unsigned long long blocks, struct shared *sh)
+{
+    int fd = open(dev, O_RDONLY | O_DIRECT);
+    if (fd < 0) { printf("VHOSTCOMPAT: blk error open %s: %s\n", dev, strerror(errno)); return (long)(2 * blocks); }
+    unsigned char *got, *want, *older;
+    if (posix_memalign((void **)&got, BLOCK, BLOCK) || posix_memalign((void **)&want, BLOCK, BLOCK)
+        || posix_memalign((void **)&older, BLOCK, BLOCK)) return (long)(2 * blocks);
+    long bad = 0, stale = 0, printed = 0;
+    for (int w = 0; w < 2; w++) {
+        char ptag[48], otag[48];
+        pass_tag(ptag, sizeof ptag, tag, sh->w[w].pass);
+        pass_tag(otag, sizeof otag, tag, sh->w[w].pass - 1);
+        unsigned long long first = start + (unsigned long long)w * blocks * BLOCK;
+        long wbad = 0;
+        for (unsigned long long i = 0; i < blocks; i++) {
+            unsigned long long off = first + i * BLOCK;
+            fill(want, ptag, off);
+            ssize_t r = pread(fd, got, BLOCK, (off_t)off);
+            if (r == BLOCK && memcmp(got, want, BLOCK) == 0) continue;
+            fill(older, otag, off);
+            int is_stale = r == BLOCK && memcmp(got, older, BLOCK) == 0;
+            stale += is_stale;
+            wbad++;
+            if (printed++ < 10)
+                printf("VHOSTCOMPAT: blk mismatch writer=%d off=%llu read=%zd %s head='%.40s'\n", w, off, r,
+                       is_stale ? "holds-previous-pass" : "other", r > 0 && got[0] ? (char *)got : "");
+        }
+        printf("VHOSTCOMPAT: blk final writer=%d pass=%d first=%llu blocks=%llu writes=%ld io_errors=%ld mismatches=%ld\n", w,
+               sh->w[w].pass, first, blocks, sh->w[w].writes, sh->w[w].io_errors, wbad);
+        bad += wbad;
+    }
+    printf("VHOSTCOMPAT: blk stress_verify mismatches=%ld holds_previous_pass=%ld\n", bad, stale);
+    close(fd);
+    return bad;
+}
+
+static int stress(const char *dev, const char *tag, unsigned long long start, unsigned long long bytes, int qd,
+                  unsigned long long ctrl, double maxsec)
+{
+    if (qd < 1 || qd > MAXQD || bytes % (2 * BLOCK) || start % BLOCK || ctrl % BLOCK) {
+        printf("VHOSTCOMPAT: blk error bad stress arguments\n");
+        return 2;
+    }
+    unsigned long long blocks = bytes / BLOCK / 2;   /* per writer */
+    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) return 2;
+    memset(sh, 0, sizeof *sh);
+    int cfd = open(dev, O_RDONLY | O_DIRECT);
+    unsigned char *c;
+    if (cfd < 0 || posix_memalign((void **)&c, BLOCK, BLOCK)) { printf("VHOSTCOMPAT: blk error open control: %s\n", strerror(errno)); return 2; }
+    printf("VHOSTCOMPAT: blk stress start=%llu bytes=%llu qd=%d ctrl=%llu writers=2\n", start, bytes, qd, ctrl);
+    fflush(stdout);
+    pid_t pid[2];
+    for (int w = 0; w < 2; w++) {
+        pid[w] = fork();
+        if (pid[w] == 0) {
+            cpu_set_t set; CPU_ZERO(&set); CPU_SET(w, &set);
+            sched_setaffinity(0, sizeof set, &set);   /* fails harmlessly with one CPU */
+            _exit(stress_writer(dev, w, tag, start, blocks, qd, sh));
+        }
+    }
+    double t0 = now();
+    const char *why = "running";
+    int live = 2, status[2] = { -1, -1 };
+    while (live > 0) {
+        for (int w = 0; w < 2; w++) {
+            int st;
+            if (status[w] == -1 && pid[w] > 0 && waitpid(pid[w], &st, WNOHANG) == pid[w]) {
+                status[w] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                live--;
+            } else if (pid[w] <= 0 && status[w] == -1) { status[w] = 1; live--; }
+        }
+        if (!sh->stop) {
+            ssize_t r = pread(cfd, c, BLOCK, (off_t)ctrl);
+            if (r == BLOCK && memcmp(c, "VHOSTCOMPAT-STOP", 16) == 0) { sh->stop = 1; why = "host"; }
+            else if (now() - t0 > maxsec) { sh->stop = 1; why = "maxsec"; }
+            if (sh->stop)
+                printf("VHOSTCOMPAT: blk stress stop=%s after_s=%.1f passes=%d,%d\n", why, now() - t0, sh->w[0].pass, sh->w[1].pass);
+        }
+        usleep(200000);
+    }
+    close(cfd);
+    long bad = sh->w[0].io_errors + sh->w[1].io_errors;
+    for (int w = 0; w < 2; w++) if (status[w]) { printf("VHOSTCOMPAT: blk writer=%d exit=%d\n", w, status[w]); bad++; }
+    if (strcmp(why, "host")) bad++;
+    printf("VHOSTCOMPAT: blk stress done io_errors=%ld writes=%ld stop=%s\n", sh->w[0].io_errors + sh->w[1].io_errors,
+           sh->w[0].writes + sh->w[1].writes, why);
+    bad += stress_verify(dev, tag, start, blocks, sh);
+    printf("VHOSTCOMPAT: blk verdict=%s phase=stress bad=%ld\n", bad ? "FAIL" : "ok", bad);
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) { fprintf(stderr, "usage: blkpattern DEV info|write|check [TAG OFFS]\n"); return 2; }
@@ -108,6 +326,11 @@ int main(int argc, char **argv)
     }
     if (argc < 5) return 2;
     const char *tag = argv[3];
+    if (!strcmp(cmd, "stress")) {
+        if (argc < 9) return 2;
+        return stress(dev, tag, strtoull(argv[4], NULL, 0), strtoull(argv[5], NULL, 0), atoi(argv[6]),
+                      strtoull(argv[7], NULL, 0), atof(argv[8]));
+    }
     unsigned long long offs[MAXOFF];
     int n = parse(argv[4], offs), bad = 0;
     if (!strcmp(cmd, "write")) {
