@@ -48,10 +48,16 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         @"VHOSTCOMPAT: blk final writer=(?<w>\d) pass=(?<pass>\d+) first=(?<first>\d+) blocks=(?<blocks>\d+) writes=(?<writes>\d+) io_errors=(?<err>\d+) mismatches=(?<bad>\d+)",
         RegexOptions.CultureInvariant);
 
+    private static readonly Regex WaitingLine = new(
+        @"VHOSTCOMPAT: blk waiting writer=(?<w>\d) pass=(?<pass>\d+) inflight=(?<inflight>\d+) waited_s=(?<waited>\d+)", RegexOptions.CultureInvariant);
+
+    /// <summary>Guest kernel lines that mean the I/O path went wrong (errors, a bad used-ring entry, a stuck queue).</summary>
+    private static readonly Regex KernelTrouble = new(
+        @"I/O error|blk_update_request|Buffer I/O|critical (medium|target|nexus) error|not a head|broken|timed out|timeout|reset|hung", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
+
     private static readonly Regex StressDoneLine = new(@"VHOSTCOMPAT: blk stress done io_errors=(?<err>\d+) writes=(?<writes>\d+) stop=(?<stop>\w+)", RegexOptions.CultureInvariant);
     private static readonly Regex DmesgErrorsLine = new(@"VHOSTCOMPAT: dmesg_io_errors=(?<n>\d+)", RegexOptions.CultureInvariant);
     private static readonly Regex StressExitLine = new(@"VHOSTCOMPAT: blk stress_exit=(?<code>\d+)", RegexOptions.CultureInvariant);
-    private static readonly Regex KernelIoError = new(@"I/O error|blk_update_request|Buffer I/O|critical (medium|target|nexus) error", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
     private static readonly Regex LogTimestamp = new(@"^(?<t>\d\d:\d\d:\d\d\.\d\d\d) ", RegexOptions.CultureInvariant);
 
     /// <summary>
@@ -200,6 +206,19 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
             }
 
             var passesResumed = LastPasses(guest);
+
+            // The guest's side of "writes were in flight": while the backend was dead each writer sat on outstanding writes
+            // ("waiting" lines, printed after 2 s without a completion), and those same writes completed after the restart.
+            var waiting = CompatSampleLog.Matches(guest.ConsolePath, WaitingLine);
+            Log("guest writers during the outage: " + (waiting.Count == 0 ? "(no waiting lines)" : string.Join("; ", waiting.Select(m => m.Value["VHOSTCOMPAT: blk ".Length..]))));
+            for (var w = 0; w < 2; w++)
+            {
+                if (!waiting.Any(m => Num(m, "w") == w && Num(m, "inflight") > 0))
+                {
+                    problems.Add($"writer {w} reported no outstanding writes while the backend was dead: the kill did not catch it with writes in flight");
+                }
+            }
+
             var milestones = Milestones(second.LogPath);
             Log("RESTART-TO-SERVING (block): from the restarted process's start: " + string.Join(", ", milestones.Select(m => $"{m.Key} {m.Value}")) +
                 $"; test clock (spawn -> 'First request' line seen, 20 ms polling): {Secs(firstRequestSeen)}; " +
@@ -300,6 +319,11 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
                     }
 
                     var pass = (int)Num(f, "pass");
+                    if (Num(f, "writes") != pass * blocksPerWriter || Num(f, "err") != 0 || Num(f, "bad") != 0)
+                    {
+                        problems.Add($"writer {w}: '{f.Value}': expected exactly {pass} x {blocksPerWriter} completed writes, no I/O error and no mismatch");
+                    }
+
                     var check = BlockPattern.CheckRegion(image, tag, firstOff, blocksPerWriter, pass);
                     Log($"host image, writer {w}: {check.Blocks} blocks checked against pass {pass}: {check.Mismatches} mismatch(es), {check.HoldPreviousPass} holding pass {pass - 1}");
                     if (check.Mismatches > 0)
@@ -382,10 +406,10 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         }
 
         var dmesg = lines.Select(l => DmesgErrorsLine.Match(l)).FirstOrDefault(m => m.Success);
-        var kernel = LogFile.ReadLines(guest.ConsolePath).Where(l => KernelIoError.IsMatch(l)).ToList();
+        var kernel = LogFile.ReadLines(guest.ConsolePath).Where(l => KernelTrouble.IsMatch(l)).ToList();
         if (dmesg is null || Num(dmesg, "n") != 0 || kernel.Count > 0)
         {
-            problems.Add($"guest kernel I/O errors: {dmesg?.Value ?? "no dmesg_io_errors line"}; console: {string.Join(" | ", kernel.Take(10))}");
+            problems.Add($"guest kernel: {dmesg?.Value ?? "no dmesg_io_errors line"}; lines about errors, resets or timeouts: {string.Join(" | ", kernel.Take(10))}");
         }
 
         var statusEnd = lines.Select(l => BlockGuest.StatusEndLine.Match(l)).FirstOrDefault(m => m.Success);
