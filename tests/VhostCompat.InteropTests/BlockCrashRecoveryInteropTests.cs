@@ -10,11 +10,12 @@ namespace VhostCompat.InteropTests;
 
 /// <summary>
 /// Crash recovery of samples/Block under a real, unmodified QEMU 7.2 vhost-user-blk-pci (chardev <c>reconnect=1</c>): the
-/// guest rewrites a region of the disk pass after pass with O_DIRECT native AIO (two writers, one per queue, 16 writes in
-/// flight each); the backend is killed with SIGKILL while it is completing requests, restarted on the same socket, image
-/// and state directory; QEMU reconnects; the guest's writes must all complete without an I/O error, and every block of
-/// the region must hold its writer's last pass, both as the guest reads it back and in the image on the host after QEMU
-/// quit. A write lost across the crash shows up as a stalled writer, an I/O error or a block holding an older pass.
+/// guest rewrites a region of the disk pass after pass with O_DIRECT native AIO (two writers, one per queue, 16 requests in
+/// flight each; every block is read and checked against the previous pass before it is rewritten); the backend is killed
+/// with SIGKILL while it is completing requests, restarted on the same socket, image and state directory; QEMU reconnects;
+/// the guest's I/O must all complete without an error, and every block must hold what was last written to it — at each
+/// read-before-write, in the guest's final read-back and in the image on the host after QEMU quit. A request lost across
+/// the crash shows up as a stalled writer; a write acknowledged but not done, as a block holding an older pass.
 /// </summary>
 [Collection(QemuCollection.Name)]
 [Trait("Category", "Interop")]
@@ -45,17 +46,17 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         @"VHOSTCOMPAT: blk pass writer=(?<w>\d) pass=(?<pass>\d+) writes=(?<writes>\d+) io_errors=(?<err>\d+)", RegexOptions.CultureInvariant);
 
     private static readonly Regex FinalLine = new(
-        @"VHOSTCOMPAT: blk final writer=(?<w>\d) pass=(?<pass>\d+) first=(?<first>\d+) blocks=(?<blocks>\d+) writes=(?<writes>\d+) io_errors=(?<err>\d+) mismatches=(?<bad>\d+)",
+        @"VHOSTCOMPAT: blk final writer=(?<w>\d) pass=(?<pass>\d+) first=(?<first>\d+) blocks=(?<blocks>\d+) writes=(?<writes>\d+) reads=(?<reads>\d+) io_errors=(?<err>\d+) verify_bad=(?<vbad>\d+) mismatches=(?<bad>\d+)",
         RegexOptions.CultureInvariant);
 
     private static readonly Regex WaitingLine = new(
-        @"VHOSTCOMPAT: blk waiting writer=(?<w>\d) pass=(?<pass>\d+) inflight=(?<inflight>\d+) waited_s=(?<waited>\d+)", RegexOptions.CultureInvariant);
+        @"VHOSTCOMPAT: blk waiting writer=(?<w>\d) pass=(?<pass>\d+) inflight=(?<inflight>\d+) writes=(?<writes>\d+) reads=(?<reads>\d+) waited_s=(?<waited>\d+)", RegexOptions.CultureInvariant);
 
     /// <summary>Guest kernel lines that mean the I/O path went wrong (errors, a bad used-ring entry, a stuck queue).</summary>
     private static readonly Regex KernelTrouble = new(
         @"I/O error|blk_update_request|Buffer I/O|critical (medium|target|nexus) error|not a head|broken|timed out|timeout|reset|hung", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
 
-    private static readonly Regex StressDoneLine = new(@"VHOSTCOMPAT: blk stress done io_errors=(?<err>\d+) writes=(?<writes>\d+) stop=(?<stop>\w+)", RegexOptions.CultureInvariant);
+    private static readonly Regex StressDoneLine = new(@"VHOSTCOMPAT: blk stress done io_errors=(?<err>\d+) verify_bad=(?<vbad>\d+) writes=(?<writes>\d+) reads=(?<reads>\d+) stop=(?<stop>\w+)", RegexOptions.CultureInvariant);
     private static readonly Regex DmesgErrorsLine = new(@"VHOSTCOMPAT: dmesg_io_errors=(?<n>\d+)", RegexOptions.CultureInvariant);
     private static readonly Regex StressExitLine = new(@"VHOSTCOMPAT: blk stress_exit=(?<code>\d+)", RegexOptions.CultureInvariant);
     private static readonly Regex LogTimestamp = new(@"^(?<t>\d\d:\d\d:\d\d\.\d\d\d) ", RegexOptions.CultureInvariant);
@@ -213,7 +214,7 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
             Log("guest writers during the outage: " + (waiting.Count == 0 ? "(no waiting lines)" : string.Join("; ", waiting.Select(m => m.Value["VHOSTCOMPAT: blk ".Length..]))));
             for (var w = 0; w < 2; w++)
             {
-                if (!waiting.Any(m => Num(m, "w") == w && Num(m, "inflight") > 0))
+                if (!waiting.Any(m => Num(m, "w") == w && Num(m, "writes") > 0))
                 {
                     problems.Add($"writer {w} reported no outstanding writes while the backend was dead: the kill did not catch it with writes in flight");
                 }
@@ -319,9 +320,9 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
                     }
 
                     var pass = (int)Num(f, "pass");
-                    if (Num(f, "writes") != pass * blocksPerWriter || Num(f, "err") != 0 || Num(f, "bad") != 0)
+                    if (Num(f, "writes") != pass * blocksPerWriter || Num(f, "reads") != pass * blocksPerWriter || Num(f, "err") != 0 || Num(f, "vbad") != 0 || Num(f, "bad") != 0)
                     {
-                        problems.Add($"writer {w}: '{f.Value}': expected exactly {pass} x {blocksPerWriter} completed writes, no I/O error and no mismatch");
+                        problems.Add($"writer {w}: '{f.Value}': expected exactly {pass} x {blocksPerWriter} completed writes and read-before-write checks, no I/O error, no lost write and no mismatch");
                     }
 
                     var check = BlockPattern.CheckRegion(image, tag, firstOff, blocksPerWriter, pass);
@@ -393,10 +394,10 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         }
 
         var stressDone = lines.Select(l => StressDoneLine.Match(l)).FirstOrDefault(m => m.Success);
-        if (stressDone is null || Num(stressDone, "err") != 0 || stressDone.Groups["stop"].Value != "host")
+        if (stressDone is null || Num(stressDone, "err") != 0 || Num(stressDone, "vbad") != 0 || stressDone.Groups["stop"].Value != "host")
         {
-            problems.Add($"guest I/O: {stressDone?.Value ?? "no 'stress done' line"} (expected io_errors=0 stop=host); error lines: " +
-                         string.Join(" | ", lines.Where(l => l.Contains("io_error", StringComparison.Ordinal))));
+            problems.Add($"guest I/O: {stressDone?.Value ?? "no 'stress done' line"} (expected io_errors=0 verify_bad=0 stop=host); error and lost-write lines: " +
+                         string.Join(" | ", lines.Where(l => l.Contains("io_error", StringComparison.Ordinal) || l.Contains("verify_mismatch", StringComparison.Ordinal))));
         }
 
         var exit = lines.Select(l => StressExitLine.Match(l)).FirstOrDefault(m => m.Success);

@@ -10,13 +10,14 @@
  *   blkpattern DEV stress TAG START BYTES QD CTRL MAXSEC
  *                                           crash-recovery workload: two writer processes (pinned to CPU 0
  *                                           and 1, so both queues carry requests) rewrite their half of
- *                                           [START, START+BYTES) pass after pass with O_DIRECT native AIO,
- *                                           QD writes in flight each; pass P writes the layout below with
- *                                           tag "TAG-pP". They stop at a pass boundary once the 4 KiB control
+ *                                           [START, START+BYTES) (zeros at first) pass after pass with O_DIRECT
+ *                                           native AIO, QD requests in flight each; pass P reads each block,
+ *                                           checks it holds pass P-1 (a lost write would not), and writes the
+ *                                           layout below with tag "TAG-pP". They stop at a pass boundary once the 4 KiB control
  *                                           block at CTRL (re-read every 200 ms with O_DIRECT) starts with
  *                                           "VHOSTCOMPAT-STOP", or after MAXSEC seconds. Then every block of
  *                                           the region is read back and compared with its writer's last pass.
- *                                           A writer with no completion for 2 s prints a "waiting" line (the
+ *                                           A writer with no completion for 2 s prints a "waiting" line (the reads and
  *                                           writes it still has outstanding) every 2 s.
  *
  * Offsets are byte offsets, multiples of 512. Every line starts with "VHOSTCOMPAT: blk " and ends with the
@@ -115,7 +116,9 @@ static int write_blocks(int fd, const char *tag, unsigned long long *offs, int n
 struct writer_state {
     volatile int pass;          /* last completed pass */
     volatile long writes;       /* completed writes */
+    volatile long reads;        /* completed read-before-write checks */
     volatile long io_errors;    /* completions with res != BLOCK, submit failures */
+    volatile long verify_bad;   /* read-before-write checks that did not find the previous pass */
 };
 
 struct shared {
@@ -132,7 +135,44 @@ static long sys_io_getevents(aio_context_t ctx, long min, long max, struct io_ev
 
 static void pass_tag(char *out, size_t n, const char *tag, int pass) { snprintf(out, n, "%s-p%d", tag, pass); }
 
-/* Writes its half of the region (writer w of 2) pass after pass until sh->stop; returns 0 when no I/O failed. */
+/* What block b should hold after pass p (p = 0: nothing written yet, zeros on the fresh image). */
+static void expected(unsigned char *b, const char *tag, int p, unsigned long long off)
+{
+    char t[48];
+    if (p <= 0) { memset(b, 0, BLOCK); return; }
+    pass_tag(t, sizeof t, tag, p);
+    fill(b, t, off);
+}
+
+enum { READING = 1, WRITING = 2 };
+
+struct slot {
+    unsigned char *buf;
+    int state;
+    unsigned long long idx;
+    struct iocb cb;
+};
+
+static int submit(aio_context_t ctx, int fd, struct slot *sl, int s, int state, unsigned long long off)
+{
+    struct iocb *p = &sl[s].cb;
+    memset(p, 0, sizeof *p);
+    p->aio_data = (unsigned long long)s;
+    p->aio_lio_opcode = state == READING ? IOCB_CMD_PREAD : IOCB_CMD_PWRITE;
+    p->aio_fildes = fd;
+    p->aio_buf = (unsigned long long)(uintptr_t)sl[s].buf;
+    p->aio_nbytes = BLOCK;
+    p->aio_offset = (long long)off;
+    sl[s].state = state;
+    return sys_io_submit(ctx, 1, &p) == 1 ? 0 : -1;
+}
+
+/*
+ * Rewrites its half of the region (writer w of 2) pass after pass until sh->stop. Each block is first read back and
+ * compared with the previous pass (so a write that was acknowledged but lost is caught even though the next pass
+ * overwrites it), then written with this pass; QD blocks are in flight, reads and writes mixed. Returns 0 when
+ * every I/O succeeded and every check matched.
+ */
 static int stress_writer(const char *dev, int w, const char *tag, unsigned long long start, unsigned long long blocks,
                          int qd, struct shared *sh)
 {
@@ -140,48 +180,38 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
     if (fd < 0) { printf("VHOSTCOMPAT: blk error writer=%d open %s: %s\n", w, dev, strerror(errno)); return 1; }
     aio_context_t ctx = 0;
     if (sys_io_setup(qd, &ctx)) { printf("VHOSTCOMPAT: blk error writer=%d io_setup: %s\n", w, strerror(errno)); return 1; }
-    unsigned char *buf[MAXQD];
-    struct iocb cb[MAXQD], *cbp[1];
+    struct slot sl[MAXQD];
+    unsigned char *want, *older;
     int freeslot[MAXQD], nfree = qd;
     for (int i = 0; i < qd; i++) {
-        if (posix_memalign((void **)&buf[i], BLOCK, BLOCK)) return 1;
+        if (posix_memalign((void **)&sl[i].buf, BLOCK, BLOCK)) return 1;
         freeslot[i] = i;
     }
+    if (posix_memalign((void **)&want, BLOCK, BLOCK) || posix_memalign((void **)&older, BLOCK, BLOCK)) return 1;
     unsigned long long first = start + (unsigned long long)w * blocks * BLOCK;
     int reported = 0;
     double t0 = now();
     for (int pass = 1; ; pass++) {
-        char ptag[48];
-        pass_tag(ptag, sizeof ptag, tag, pass);
         unsigned long long next = 0, done = 0;
-        int inflight = 0;
+        int reading = 0, writing = 0;
         double tp = now(), last_completion = now(), last_wait_report = 0;
         while (done < blocks) {
             while (next < blocks && nfree > 0) {
                 int s = freeslot[--nfree];
-                unsigned long long off = first + next * BLOCK;
-                fill(buf[s], ptag, off);
-                memset(&cb[s], 0, sizeof cb[s]);
-                cb[s].aio_data = (unsigned long long)s | ((unsigned long long)next << 8);
-                cb[s].aio_lio_opcode = IOCB_CMD_PWRITE;
-                cb[s].aio_fildes = fd;
-                cb[s].aio_buf = (unsigned long long)(uintptr_t)buf[s];
-                cb[s].aio_nbytes = BLOCK;
-                cb[s].aio_offset = (long long)off;
-                cbp[0] = &cb[s];
-                if (sys_io_submit(ctx, 1, cbp) != 1) {
+                sl[s].idx = next++;
+                if (submit(ctx, fd, sl, s, READING, first + sl[s].idx * BLOCK)) {
                     sh->w[w].io_errors++;
-                    if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu submit: %s\n", w, pass, off, strerror(errno));
+                    if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu read submit: %s\n", w, pass, first + sl[s].idx * BLOCK, strerror(errno));
                     freeslot[nfree++] = s;
-                    next++; done++;
+                    done++;
                     continue;
                 }
-                next++; inflight++;
+                reading++;
             }
-            if (inflight == 0) continue;
+            if (reading + writing == 0) continue;
             struct io_event ev[MAXQD];
             struct timespec ts = { 1, 0 };
-            long n = sys_io_getevents(ctx, 1, inflight, ev, &ts);
+            long n = sys_io_getevents(ctx, 1, reading + writing, ev, &ts);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 printf("VHOSTCOMPAT: blk error writer=%d io_getevents: %s\n", w, strerror(errno));
@@ -189,36 +219,66 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
             }
             if (n == 0) {
                 /* Nothing completed for 2 s or more (the backend is down; a lost request never completes): say so
-                 * every 2 s, with the writes still outstanding. */
+                 * every 2 s, with the reads and writes still outstanding. */
                 double waited = now() - last_completion;
                 if (waited - last_wait_report >= 2) {
                     last_wait_report = waited;
-                    printf("VHOSTCOMPAT: blk waiting writer=%d pass=%d inflight=%d waited_s=%.0f t=%.1f\n", w, pass, inflight, waited, now() - t0);
+                    printf("VHOSTCOMPAT: blk waiting writer=%d pass=%d inflight=%d writes=%d reads=%d waited_s=%.0f t=%.1f\n",
+                           w, pass, reading + writing, writing, reading, waited, now() - t0);
                 }
                 continue;
             }
             last_completion = now();
             last_wait_report = 0;
             for (long i = 0; i < n; i++) {
-                int s = (int)(ev[i].data & 0xff);
-                unsigned long long idx = ev[i].data >> 8;
-                if (ev[i].res != BLOCK) {
-                    sh->w[w].io_errors++;
-                    if (reported++ < 10)
-                        printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu res=%lld (%s)\n", w, pass, first + idx * BLOCK,
-                               (long long)ev[i].res, ev[i].res < 0 ? strerror((int)-ev[i].res) : "short write");
-                } else sh->w[w].writes++;
-                freeslot[nfree++] = s;
-                inflight--; done++;
+                int s = (int)ev[i].data;
+                unsigned long long off = first + sl[s].idx * BLOCK;
+                if (sl[s].state == READING) {
+                    reading--;
+                    if (ev[i].res != BLOCK) {
+                        sh->w[w].io_errors++;
+                        if (reported++ < 10)
+                            printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu read res=%lld (%s)\n", w, pass, off,
+                                   (long long)ev[i].res, ev[i].res < 0 ? strerror((int)-ev[i].res) : "short read");
+                    } else {
+                        sh->w[w].reads++;
+                        expected(want, tag, pass - 1, off);
+                        if (memcmp(sl[s].buf, want, BLOCK)) {
+                            expected(older, tag, pass - 2, off);
+                            int stale = memcmp(sl[s].buf, older, BLOCK) == 0;
+                            sh->w[w].verify_bad++;
+                            if (reported++ < 10)
+                                printf("VHOSTCOMPAT: blk verify_mismatch writer=%d pass=%d off=%llu %s head='%.40s'\n", w, pass - 1, off,
+                                       stale ? "holds-previous-pass" : "other", sl[s].buf[0] ? (char *)sl[s].buf : "");
+                        }
+                    }
+                    expected(sl[s].buf, tag, pass, off);
+                    if (submit(ctx, fd, sl, s, WRITING, off)) {
+                        sh->w[w].io_errors++;
+                        if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu write submit: %s\n", w, pass, off, strerror(errno));
+                        freeslot[nfree++] = s;
+                        done++;
+                    } else writing++;
+                } else {
+                    writing--;
+                    if (ev[i].res != BLOCK) {
+                        sh->w[w].io_errors++;
+                        if (reported++ < 10)
+                            printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu write res=%lld (%s)\n", w, pass, off,
+                                   (long long)ev[i].res, ev[i].res < 0 ? strerror((int)-ev[i].res) : "short write");
+                    } else sh->w[w].writes++;
+                    freeslot[nfree++] = s;
+                    done++;
+                }
             }
         }
         sh->w[w].pass = pass;
-        printf("VHOSTCOMPAT: blk pass writer=%d pass=%d writes=%ld io_errors=%ld ms=%.0f t=%.1f\n", w, pass, sh->w[w].writes,
-               sh->w[w].io_errors, (now() - tp) * 1e3, now() - t0);
+        printf("VHOSTCOMPAT: blk pass writer=%d pass=%d writes=%ld io_errors=%ld verify_bad=%ld ms=%.0f t=%.1f\n", w, pass, sh->w[w].writes,
+               sh->w[w].io_errors, sh->w[w].verify_bad, (now() - tp) * 1e3, now() - t0);
         fflush(stdout);
         if (sh->stop) break;
     }
-    return sh->w[w].io_errors ? 1 : 0;
+    return sh->w[w].io_errors || sh->w[w].verify_bad ? 1 : 0;
 }
 
 /* Reads the region back; returns the number of blocks that do not hold their writer's last pass. */
@@ -249,8 +309,8 @@ static long stress_verify(const char *dev, const char *tag, unsigned long long s
                 printf("VHOSTCOMPAT: blk mismatch writer=%d off=%llu read=%zd %s head='%.40s'\n", w, off, r,
                        is_stale ? "holds-previous-pass" : "other", r > 0 && got[0] ? (char *)got : "");
         }
-        printf("VHOSTCOMPAT: blk final writer=%d pass=%d first=%llu blocks=%llu writes=%ld io_errors=%ld mismatches=%ld\n", w,
-               sh->w[w].pass, first, blocks, sh->w[w].writes, sh->w[w].io_errors, wbad);
+        printf("VHOSTCOMPAT: blk final writer=%d pass=%d first=%llu blocks=%llu writes=%ld reads=%ld io_errors=%ld verify_bad=%ld mismatches=%ld\n", w,
+               sh->w[w].pass, first, blocks, sh->w[w].writes, sh->w[w].reads, sh->w[w].io_errors, sh->w[w].verify_bad, wbad);
         bad += wbad;
     }
     printf("VHOSTCOMPAT: blk stress_verify mismatches=%ld holds_previous_pass=%ld\n", bad, stale);
@@ -304,11 +364,11 @@ static int stress(const char *dev, const char *tag, unsigned long long start, un
         usleep(200000);
     }
     close(cfd);
-    long bad = sh->w[0].io_errors + sh->w[1].io_errors;
+    long bad = sh->w[0].io_errors + sh->w[1].io_errors + sh->w[0].verify_bad + sh->w[1].verify_bad;
     for (int w = 0; w < 2; w++) if (status[w]) { printf("VHOSTCOMPAT: blk writer=%d exit=%d\n", w, status[w]); bad++; }
     if (strcmp(why, "host")) bad++;
-    printf("VHOSTCOMPAT: blk stress done io_errors=%ld writes=%ld stop=%s\n", sh->w[0].io_errors + sh->w[1].io_errors,
-           sh->w[0].writes + sh->w[1].writes, why);
+    printf("VHOSTCOMPAT: blk stress done io_errors=%ld verify_bad=%ld writes=%ld reads=%ld stop=%s\n", sh->w[0].io_errors + sh->w[1].io_errors,
+           sh->w[0].verify_bad + sh->w[1].verify_bad, sh->w[0].writes + sh->w[1].writes, sh->w[0].reads + sh->w[1].reads, why);
     bad += stress_verify(dev, tag, start, blocks, sh);
     printf("VHOSTCOMPAT: blk verdict=%s phase=stress bad=%ld\n", bad ? "FAIL" : "ok", bad);
     return bad ? 1 : 0;
