@@ -389,15 +389,15 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         var verdict = guest.Verdict();
         if (verdict is null || verdict.Groups["verdict"].Value != "ok" || verdict.Groups["phase"].Value != "stress")
         {
-            problems.Add($"guest verdict: {verdict?.Value ?? "(none)"}; " + string.Join(" | ", lines.Where(l =>
-                l.Contains("mismatch", StringComparison.Ordinal) || l.Contains("error", StringComparison.Ordinal) || l.Contains("stress", StringComparison.Ordinal))));
+            problems.Add($"guest verdict: {verdict?.Value ?? "(none)"}; " + string.Join(" | ", lines.Where(l => !PassLine.IsMatch(l) &&
+                (l.Contains("mismatch", StringComparison.Ordinal) || l.Contains("error", StringComparison.Ordinal) || l.Contains("stress", StringComparison.Ordinal)))));
         }
 
         var stressDone = lines.Select(l => StressDoneLine.Match(l)).FirstOrDefault(m => m.Success);
         if (stressDone is null || Num(stressDone, "err") != 0 || Num(stressDone, "vbad") != 0 || stressDone.Groups["stop"].Value != "host")
         {
             problems.Add($"guest I/O: {stressDone?.Value ?? "no 'stress done' line"} (expected io_errors=0 verify_bad=0 stop=host); error and lost-write lines: " +
-                         string.Join(" | ", lines.Where(l => l.Contains("io_error", StringComparison.Ordinal) || l.Contains("verify_mismatch", StringComparison.Ordinal))));
+                         string.Join(" | ", lines.Where(l => l.Contains("blk io_error ", StringComparison.Ordinal) || l.Contains("blk verify_mismatch ", StringComparison.Ordinal))));
         }
 
         var exit = lines.Select(l => StressExitLine.Match(l)).FirstOrDefault(m => m.Success);
