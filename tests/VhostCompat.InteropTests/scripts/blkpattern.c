@@ -11,9 +11,9 @@
  *                                           crash-recovery workload: two writer processes (pinned to CPU 0
  *                                           and 1, so both queues carry requests) rewrite their half of
  *                                           [START, START+BYTES) (zeros at first) pass after pass with O_DIRECT
- *                                           native AIO, QD requests in flight each; pass P reads each block,
- *                                           checks it holds pass P-1 (a lost write would not), and writes the
- *                                           layout below with tag "TAG-pP". They stop at a pass boundary once the 4 KiB control
+ *                                           native AIO, QD requests in flight each (QD/2 reads, QD/2 writes);
+ *                                           pass P reads each block, checks it holds pass P-1 (a lost write
+ *                                           would not), and writes the layout below with tag "TAG-pP". They stop at a pass boundary once the 4 KiB control
  *                                           block at CTRL (re-read every 200 ms with O_DIRECT) starts with
  *                                           "VHOSTCOMPAT-STOP", or after MAXSEC seconds. Then every block of
  *                                           the region is read back and compared with its writer's last pass.
@@ -144,34 +144,38 @@ static void expected(unsigned char *b, const char *tag, int p, unsigned long lon
     fill(b, t, off);
 }
 
-enum { READING = 1, WRITING = 2 };
+#define WINDOW 32   /* blocks read and checked ahead of the writes (checked or being read) */
+#define POOL (WINDOW + MAXQD)
 
-struct slot {
+enum { FREE = 0, READING = 1, CHECKED = 2, WRITING = 3 };
+
+struct entry {
     unsigned char *buf;
     int state;
     unsigned long long idx;
     struct iocb cb;
 };
 
-static int submit(aio_context_t ctx, int fd, struct slot *sl, int s, int state, unsigned long long off)
+static int submit(aio_context_t ctx, int fd, struct entry *e, long id, int state, unsigned long long off)
 {
-    struct iocb *p = &sl[s].cb;
+    struct iocb *p = &e->cb;
     memset(p, 0, sizeof *p);
-    p->aio_data = (unsigned long long)s;
+    p->aio_data = (unsigned long long)id;
     p->aio_lio_opcode = state == READING ? IOCB_CMD_PREAD : IOCB_CMD_PWRITE;
     p->aio_fildes = fd;
-    p->aio_buf = (unsigned long long)(uintptr_t)sl[s].buf;
+    p->aio_buf = (unsigned long long)(uintptr_t)e->buf;
     p->aio_nbytes = BLOCK;
     p->aio_offset = (long long)off;
-    sl[s].state = state;
+    e->state = state;
     return sys_io_submit(ctx, 1, &p) == 1 ? 0 : -1;
 }
 
 /*
  * Rewrites its half of the region (writer w of 2) pass after pass until sh->stop. Each block is first read back and
  * compared with the previous pass (so a write that was acknowledged but lost is caught even though the next pass
- * overwrites it), then written with this pass; QD blocks are in flight, reads and writes mixed. Returns 0 when
- * every I/O succeeded and every check matched.
+ * overwrites it), then written with this pass. Reads and writes have separate slots (QD/2 each) and the reads run up
+ * to WINDOW blocks ahead, so in steady state the write slots are always full: whenever the backend stops, writes are
+ * in flight. Returns 0 when every I/O succeeded and every check matched.
  */
 static int stress_writer(const char *dev, int w, const char *tag, unsigned long long start, unsigned long long blocks,
                          int qd, struct shared *sh)
@@ -180,12 +184,13 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
     if (fd < 0) { printf("VHOSTCOMPAT: blk error writer=%d open %s: %s\n", w, dev, strerror(errno)); return 1; }
     aio_context_t ctx = 0;
     if (sys_io_setup(qd, &ctx)) { printf("VHOSTCOMPAT: blk error writer=%d io_setup: %s\n", w, strerror(errno)); return 1; }
-    struct slot sl[MAXQD];
+    int rq = qd / 2, wq = qd - qd / 2;
+    static struct entry e[POOL];
+    int freelist[POOL], nfree = POOL, fifo[POOL], fhead = 0, fcount = 0;
     unsigned char *want, *older;
-    int freeslot[MAXQD], nfree = qd;
-    for (int i = 0; i < qd; i++) {
-        if (posix_memalign((void **)&sl[i].buf, BLOCK, BLOCK)) return 1;
-        freeslot[i] = i;
+    for (int i = 0; i < POOL; i++) {
+        if (posix_memalign((void **)&e[i].buf, BLOCK, BLOCK)) return 1;
+        freelist[i] = i;
     }
     if (posix_memalign((void **)&want, BLOCK, BLOCK) || posix_memalign((void **)&older, BLOCK, BLOCK)) return 1;
     unsigned long long first = start + (unsigned long long)w * blocks * BLOCK;
@@ -196,17 +201,34 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
         int reading = 0, writing = 0;
         double tp = now(), last_completion = now(), last_wait_report = 0;
         while (done < blocks) {
-            while (next < blocks && nfree > 0) {
-                int s = freeslot[--nfree];
-                sl[s].idx = next++;
-                if (submit(ctx, fd, sl, s, READING, first + sl[s].idx * BLOCK)) {
+            /* reads ahead, bounded by the read slots and the window */
+            while (next < blocks && reading < rq && reading + fcount < WINDOW && nfree > 0) {
+                int id = freelist[--nfree];
+                e[id].idx = next++;
+                if (submit(ctx, fd, &e[id], id, READING, first + e[id].idx * BLOCK)) {
                     sh->w[w].io_errors++;
-                    if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu read submit: %s\n", w, pass, first + sl[s].idx * BLOCK, strerror(errno));
-                    freeslot[nfree++] = s;
+                    if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu read submit: %s\n", w, pass, first + e[id].idx * BLOCK, strerror(errno));
+                    e[id].state = FREE;
+                    freelist[nfree++] = id;
                     done++;
                     continue;
                 }
                 reading++;
+            }
+            /* checked blocks, in order, into the write slots */
+            while (writing < wq && fcount > 0) {
+                int id = fifo[fhead];
+                fhead = (fhead + 1) % POOL; fcount--;
+                expected(e[id].buf, tag, pass, first + e[id].idx * BLOCK);
+                if (submit(ctx, fd, &e[id], id, WRITING, first + e[id].idx * BLOCK)) {
+                    sh->w[w].io_errors++;
+                    if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu write submit: %s\n", w, pass, first + e[id].idx * BLOCK, strerror(errno));
+                    e[id].state = FREE;
+                    freelist[nfree++] = id;
+                    done++;
+                    continue;
+                }
+                writing++;
             }
             if (reading + writing == 0) continue;
             struct io_event ev[MAXQD];
@@ -231,9 +253,9 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
             last_completion = now();
             last_wait_report = 0;
             for (long i = 0; i < n; i++) {
-                int s = (int)ev[i].data;
-                unsigned long long off = first + sl[s].idx * BLOCK;
-                if (sl[s].state == READING) {
+                int id = (int)ev[i].data;
+                unsigned long long off = first + e[id].idx * BLOCK;
+                if (e[id].state == READING) {
                     reading--;
                     if (ev[i].res != BLOCK) {
                         sh->w[w].io_errors++;
@@ -243,22 +265,18 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
                     } else {
                         sh->w[w].reads++;
                         expected(want, tag, pass - 1, off);
-                        if (memcmp(sl[s].buf, want, BLOCK)) {
+                        if (memcmp(e[id].buf, want, BLOCK)) {
                             expected(older, tag, pass - 2, off);
-                            int stale = memcmp(sl[s].buf, older, BLOCK) == 0;
+                            int stale = memcmp(e[id].buf, older, BLOCK) == 0;
                             sh->w[w].verify_bad++;
                             if (reported++ < 10)
                                 printf("VHOSTCOMPAT: blk verify_mismatch writer=%d pass=%d off=%llu %s head='%.40s'\n", w, pass - 1, off,
-                                       stale ? "holds-previous-pass" : "other", sl[s].buf[0] ? (char *)sl[s].buf : "");
+                                       stale ? "holds-previous-pass" : "other", e[id].buf[0] ? (char *)e[id].buf : "");
                         }
                     }
-                    expected(sl[s].buf, tag, pass, off);
-                    if (submit(ctx, fd, sl, s, WRITING, off)) {
-                        sh->w[w].io_errors++;
-                        if (reported++ < 10) printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu write submit: %s\n", w, pass, off, strerror(errno));
-                        freeslot[nfree++] = s;
-                        done++;
-                    } else writing++;
+                    e[id].state = CHECKED;
+                    fifo[(fhead + fcount) % POOL] = id;
+                    fcount++;
                 } else {
                     writing--;
                     if (ev[i].res != BLOCK) {
@@ -267,7 +285,8 @@ static int stress_writer(const char *dev, int w, const char *tag, unsigned long 
                             printf("VHOSTCOMPAT: blk io_error writer=%d pass=%d off=%llu write res=%lld (%s)\n", w, pass, off,
                                    (long long)ev[i].res, ev[i].res < 0 ? strerror((int)-ev[i].res) : "short write");
                     } else sh->w[w].writes++;
-                    freeslot[nfree++] = s;
+                    e[id].state = FREE;
+                    freelist[nfree++] = id;
                     done++;
                 }
             }
@@ -321,7 +340,7 @@ static long stress_verify(const char *dev, const char *tag, unsigned long long s
 static int stress(const char *dev, const char *tag, unsigned long long start, unsigned long long bytes, int qd,
                   unsigned long long ctrl, double maxsec)
 {
-    if (qd < 1 || qd > MAXQD || bytes % (2 * BLOCK) || start % BLOCK || ctrl % BLOCK) {
+    if (qd < 2 || qd > MAXQD || bytes % (2 * BLOCK) || start % BLOCK || ctrl % BLOCK) {
         printf("VHOSTCOMPAT: blk error bad stress arguments\n");
         return 2;
     }
