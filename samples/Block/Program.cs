@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using VhostCompat.Backend;
 using VhostCompat.Compat;
@@ -11,11 +12,13 @@ using VhostCompat.Samples.Block;
 //   --queues N           virtqueues (default 1)
 //   --serial ID          the GET_ID string (default "vhostcompat")
 //   --compat-profile P, --state-dir DIR, --print-capabilities, --log-level LEVEL
+//   --progress MS        log the first completed request (time since process start: restart-to-serving)
+//                        and the completed-request count every MS ms while it changes (default 0: off)
 string? socketPath = null, image = null, profile = null, stateDir = null;
 int? inheritedFd = null;
 long size = 0;
 bool readOnly = false, client = false, printCapabilities = false;
-int queues = 1;
+int queues = 1, progressMs = 0;
 string serial = "vhostcompat";
 LogLevel level = LogLevel.Information;
 for (int i = 0; i < args.Length; i++)
@@ -39,8 +42,9 @@ for (int i = 0; i < args.Length; i++)
         case "--state-dir": stateDir = Value(); break;
         case "--print-capabilities": printCapabilities = true; break;
         case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
+        case "--progress": progressMs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
         case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Block (--socket-path PATH [--client] | --fd N | --print-capabilities) --image FILE [--size BYTES] [--read-only] [--queues N] [--serial ID] [--compat-profile P] [--state-dir DIR] [--log-level LEVEL]");
+            Console.WriteLine("usage: VhostCompat.Samples.Block (--socket-path PATH [--client] | --fd N | --print-capabilities) --image FILE [--size BYTES] [--read-only] [--queues N] [--serial ID] [--compat-profile P] [--state-dir DIR] [--log-level LEVEL] [--progress MS]");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {a}");
@@ -48,9 +52,9 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 
-if (queues is < 1 or > 64 || size < 0 || size % BlockDevice.SectorSize != 0)
+if (queues is < 1 or > 64 || size < 0 || size % BlockDevice.SectorSize != 0 || progressMs < 0)
 {
-    Console.Error.WriteLine("--queues must be 1..64 and --size a multiple of 512");
+    Console.Error.WriteLine("--queues must be 1..64, --size a multiple of 512 and --progress >= 0");
     return 2;
 }
 
@@ -100,6 +104,9 @@ using var stop = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
 using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
     System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
+Thread? progress = progressMs > 0
+    ? RequestProgress.Start(device, loggerFactory.CreateLogger("VhostCompat.Samples.Block"), TimeSpan.FromMilliseconds(progressMs), stop.Token)
+    : null;
 try
 {
     var backend = new VhostUserBackend(device, options, loggerFactory);
@@ -111,5 +118,61 @@ catch (Exception ex) when (ex is ArgumentException or FormatException or Compati
     return ex is CompatibilityException ? 3 : 2;
 }
 
+stop.Cancel();
+progress?.Join();
 Console.WriteLine($"requests={device.Requests}");
 return 0;
+
+/// <summary>
+/// <c>--progress</c>: logs when the first request completes (its used-ring entry has been pushed), measured from the
+/// process start as the kernel records it, i.e. including runtime start-up — the restart-to-serving time after a
+/// crash — and then the completed-request count every interval while it changes, so a log shows that requests were
+/// being served up to a given moment. It polls the device's counter (every millisecond until the first request).
+/// </summary>
+internal static partial class RequestProgress
+{
+    public static Thread Start(BlockDevice device, ILogger logger, TimeSpan interval, CancellationToken stop)
+    {
+        DateTime started;
+        using (var self = Process.GetCurrentProcess())
+        {
+            started = self.StartTime.ToUniversalTime();
+        }
+
+        var thread = new Thread(() => Run(device, logger, interval, started, stop)) { IsBackground = true, Name = "block-progress" };
+        thread.Start();
+        return thread;
+    }
+
+    private static void Run(BlockDevice device, ILogger logger, TimeSpan interval, DateTime started, CancellationToken stop)
+    {
+        while (Interlocked.Read(ref device.Requests) == 0)
+        {
+            if (stop.IsCancellationRequested)
+            {
+                return;
+            }
+
+            Thread.Sleep(1);
+        }
+
+        LogFirst(logger, (DateTime.UtcNow - started).TotalMilliseconds);
+        long last = 0;
+        do
+        {
+            long n = Interlocked.Read(ref device.Requests);
+            if (n != last)
+            {
+                LogCompleted(logger, n, n - last);
+                last = n;
+            }
+        }
+        while (!stop.WaitHandle.WaitOne(interval));
+    }
+
+    [LoggerMessage(200, LogLevel.Information, "First request completed {Milliseconds:F0} ms after process start")]
+    private static partial void LogFirst(ILogger logger, double milliseconds);
+
+    [LoggerMessage(201, LogLevel.Information, "Requests completed: {Count} (+{Delta})")]
+    private static partial void LogCompleted(ILogger logger, long count, long delta);
+}

@@ -12,12 +12,19 @@ public sealed class BlockGuestOptions
     /// <summary>vhost-user socket the backend listens on (QEMU connects).</summary>
     public required string SocketPath { get; init; }
 
-    /// <summary>"write" (pattern + fdatasync + read-back) or "check" (read-back only).</summary>
+    /// <summary>"write" (pattern + fdatasync + read-back), "check" (read-back only) or "stress" (crash-recovery workload).</summary>
     public required string Mode { get; init; }
 
     public required string Tag { get; init; }
 
-    public required IReadOnlyList<long> Offsets { get; init; }
+    /// <summary>Pattern block offsets of the write/check modes (not used by stress).</summary>
+    public IReadOnlyList<long> Offsets { get; init; } = [];
+
+    /// <summary>chardev <c>reconnect=N</c>: QEMU reconnects to a backend that went away every N seconds (null: off).</summary>
+    public int? ReconnectSeconds { get; init; }
+
+    /// <summary>More <c>vhostcompat.KEY=VALUE</c> kernel parameters (e.g. the stress region, see build-initramfs-blk.sh).</summary>
+    public IDictionary<string, string> GuestParameters { get; } = new SortedDictionary<string, string>(StringComparer.Ordinal);
 
     /// <summary>num-queues of vhost-user-blk-pci.</summary>
     public int NumQueues { get; init; } = 2;
@@ -162,7 +169,8 @@ public sealed class BlockGuest : IAsyncDisposable
         var mem = options.MemoryMb.ToString(CultureInfo.InvariantCulture) + "M";
         var append = "console=ttyS0 panic=-1 quiet"
             + $" vhostcompat.mode={options.Mode} vhostcompat.tag={options.Tag}"
-            + " vhostcompat.offsets=" + string.Join(',', options.Offsets.Select(o => o.ToString(CultureInfo.InvariantCulture)));
+            + (options.Offsets.Count > 0 ? " vhostcompat.offsets=" + string.Join(',', options.Offsets.Select(o => o.ToString(CultureInfo.InvariantCulture))) : string.Empty)
+            + string.Concat(options.GuestParameters.Select(p => $" vhostcompat.{p.Key}={p.Value}"));
         var args = new List<string>
         {
             "-name", name,
@@ -174,7 +182,8 @@ public sealed class BlockGuest : IAsyncDisposable
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", "file:" + console,
             "-qmp", $"unix:{qmp},server=on,wait=off",
-            "-chardev", "socket,id=c0,path=" + options.SocketPath,
+            "-chardev", "socket,id=c0,path=" + options.SocketPath
+                + (options.ReconnectSeconds is { } reconnect ? ",reconnect=" + reconnect.ToString(CultureInfo.InvariantCulture) : string.Empty),
             // vectors=0: QEMU 7.2 under TCG crashes at DRIVER_OK with MSI-X + vhost-user (see QemuGuestOptions).
             "-device", $"vhost-user-blk-pci,chardev=c0,id=vblk0,num-queues={options.NumQueues.ToString(CultureInfo.InvariantCulture)},vectors=0",
             "-kernel", tools.Kernel,

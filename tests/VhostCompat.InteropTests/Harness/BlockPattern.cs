@@ -70,4 +70,52 @@ public static class BlockPattern
 
         return bad;
     }
+
+    /// <summary>The tag of pass <paramref name="pass"/> of blkpattern's stress workload: its blocks are <see cref="Expected"/> with "TAG-pPASS".</summary>
+    public static string PassTag(string tag, int pass) => $"{tag}-p{pass.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+
+    /// <summary>
+    /// Checks <paramref name="blocks"/> consecutive 4 KiB blocks from <paramref name="first"/> against pass
+    /// <paramref name="pass"/> of the stress workload; a block that differs is classified as holding the previous pass (a
+    /// lost write) or something else.
+    /// </summary>
+    public static RegionCheck CheckRegion(string imagePath, string tag, long first, long blocks, int pass)
+    {
+        var examples = new List<string>();
+        long bad = 0, previous = 0;
+        using SafeFileHandle h = File.OpenHandle(imagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var buf = new byte[BlockSize];
+        for (long i = 0; i < blocks; i++)
+        {
+            var off = first + (i * BlockSize);
+            var n = RandomAccess.Read(h, buf, off);
+            if (n == BlockSize && buf.AsSpan().SequenceEqual(Expected(PassTag(tag, pass), off)))
+            {
+                continue;
+            }
+
+            bad++;
+            var stale = n == BlockSize && pass > 1 && buf.AsSpan().SequenceEqual(Expected(PassTag(tag, pass - 1), off));
+            previous += stale ? 1 : 0;
+            if (examples.Count < 10)
+            {
+                var head = Encoding.ASCII.GetString(buf, 0, Math.Min(n, 48)).Replace("\0", "\\0", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
+                examples.Add($"off={off}: {(n != BlockSize ? $"short read {n}" : stale ? "holds the previous pass" : "other content")} (head '{head}')");
+            }
+        }
+
+        return new RegionCheck(blocks, bad, previous, examples);
+    }
+
+    /// <summary>True when the 4 KiB block at <paramref name="offset"/> is all zeros (nothing was written there).</summary>
+    public static bool IsZeroBlock(string imagePath, long offset)
+    {
+        using SafeFileHandle h = File.OpenHandle(imagePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var buf = new byte[BlockSize];
+        var n = RandomAccess.Read(h, buf, offset);
+        return n == BlockSize && !buf.AsSpan().ContainsAnyExcept((byte)0);
+    }
 }
+
+/// <summary>Result of <see cref="BlockPattern.CheckRegion"/>: blocks checked, blocks that differ, of those how many hold the previous pass, examples.</summary>
+public sealed record RegionCheck(long Blocks, long Mismatches, long HoldPreviousPass, IReadOnlyList<string> Examples);

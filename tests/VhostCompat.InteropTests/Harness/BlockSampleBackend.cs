@@ -29,13 +29,36 @@ public sealed class BlockSampleBackend : IAsyncDisposable
 
     public static string DllPath => RepositoryLayout.SampleDll("Block", "VhostCompat.Samples.Block");
 
-    /// <summary>Starts the backend on <paramref name="imagePath"/> (created when <paramref name="createSize"/> is given) and waits for its socket.</summary>
+    /// <summary>"Listening for a vhost-user frontend on PATH" (the SDK's log line once the socket is bound).</summary>
+    public static readonly Regex ListeningLine = new(@"Listening for a vhost-user frontend on ", RegexOptions.CultureInvariant);
+
+    /// <summary>--progress: the first completed request, timed by the sample from its own process start.</summary>
+    public static readonly Regex FirstRequestLine = new(@"First request completed (?<ms>\d+) ms after process start", RegexOptions.CultureInvariant);
+
+    /// <summary>--progress: the completed-request count, logged every interval while it changes.</summary>
+    public static readonly Regex CompletedLine = new(@"Requests completed: (?<n>\d+) \(\+(?<delta>-?\d+)\)", RegexOptions.CultureInvariant);
+
+    /// <summary>The SDK's queue lines: "Queue N started (size S, enabled E, next avail B)" and the stopped/enabled variants.</summary>
+    public static readonly Regex QueueLine = new(@"Queue (?<index>\d+) (?<state>.+?) \(size (?<size>\d+), enabled (?<enabled>\w+), next avail (?<base>\d+)\)", RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// Starts the backend on <paramref name="imagePath"/> (created when <paramref name="createSize"/> is given) and waits until
+    /// it listens. Normally a leftover socket file is deleted first and the test waits for the file; with
+    /// <paramref name="keepStaleSocket"/> (a restart after a crash) the file is left for the backend to replace and the
+    /// test waits for its "Listening" log line instead. <paramref name="stateDirectory"/> is --state-dir (the acked-state
+    /// record), <paramref name="progressMs"/> is --progress.
+    /// </summary>
     public static async Task<BlockSampleBackend> StartAsync(
         InteropRun run, string socketPath, string imagePath, long? createSize, int queues, string serial,
-        bool readOnly = false, string name = "blk-backend", TimeSpan? timeout = null)
+        bool readOnly = false, string name = "blk-backend", TimeSpan? timeout = null,
+        string? stateDirectory = null, int progressMs = 0, bool keepStaleSocket = false)
     {
         ArgumentNullException.ThrowIfNull(run);
-        File.Delete(socketPath);
+        if (!keepStaleSocket)
+        {
+            File.Delete(socketPath);
+        }
+
         var args = new List<string>
         {
             DllPath, "--socket-path", socketPath, "--image", imagePath,
@@ -52,6 +75,18 @@ public sealed class BlockSampleBackend : IAsyncDisposable
             args.Add("--read-only");
         }
 
+        if (stateDirectory is not null)
+        {
+            args.Add("--state-dir");
+            args.Add(stateDirectory);
+        }
+
+        if (progressMs > 0)
+        {
+            args.Add("--progress");
+            args.Add(progressMs.ToString(CultureInfo.InvariantCulture));
+        }
+
         var process = ExternalProcess.Start(new ExternalProcessOptions(name, RepositoryLayout.DotnetHost, args, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
         {
             Environment = { ["DOTNET_NOLOGO"] = "1", ["NO_COLOR"] = "1" },
@@ -59,7 +94,10 @@ public sealed class BlockSampleBackend : IAsyncDisposable
         run.AddArtifact($"backend log ({name}, pid {process.Pid}, stdout)", process.StdoutPath);
         run.AddArtifact($"backend stderr ({name})", process.StderrPath);
         var backend = new BlockSampleBackend(process, socketPath, imagePath);
-        if (!await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false))
+        var listening = keepStaleSocket
+            ? await LogFile.WaitForLineAsync(process.StdoutPath, ListeningLine, TimeSpan.FromSeconds(30), process).ConfigureAwait(false) is not null
+            : await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false);
+        if (!listening)
         {
             var why = process.HasExited ? $"exited with {process.ExitCode}" : "still running";
             await backend.DisposeAsync().ConfigureAwait(false);

@@ -12,6 +12,10 @@
 #   vhostcompat.mode=check   only read back and compare (the boot after the reboot)
 #   vhostcompat.tag=TAG      pattern tag (default "none"), so a check cannot pass on a stale image
 #   vhostcompat.offsets=O1,O2,...  byte offsets (multiples of 512) of the 4 KiB pattern blocks
+#   vhostcompat.mode=stress  crash-recovery workload (blkpattern stress): rewrite the region pass after pass until
+#                            the host writes "VHOSTCOMPAT-STOP" into the control block, then verify the region;
+#                            vhostcompat.start=, .bytes= (region), .qd= (writes in flight per writer), .ctrl= (control
+#                            block offset), .maxsec= (give up without the host's stop)
 # Console lines (stable, parsed by the C# harness, BlockGuest.cs):
 #   VHOSTCOMPAT: init uptime=<s> kernel=<kver> mode=<mode>
 #   VHOSTCOMPAT: insmod <module> failed
@@ -20,6 +24,8 @@
 #                cache_type='<s>' hw_queues=<n> ro=<0|1> uptime=<s>
 #   VHOSTCOMPAT: blk ...                       (blkpattern: wrote/readback/mismatch/info lines)
 #   VHOSTCOMPAT: blk verdict=ok|FAIL phase=write|check bad=<n>
+#   VHOSTCOMPAT: dmesg <kernel line>          (stress: kernel lines about I/O errors, virtio, vda, timeouts)
+#   VHOSTCOMPAT: dmesg_io_errors=<n>
 #   VHOSTCOMPAT: status_end=0x<hex>
 #   VHOSTCOMPAT: done uptime=<s>
 set -euo pipefail
@@ -47,7 +53,7 @@ root=$(mktemp -d "${TMPDIR:-/tmp}/vhostcompat-initramfs-blk.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
 cp "$busybox" "$root/bin/busybox"
-for applet in sh mount insmod cat echo sleep ls grep cut tr sed wc head mkdir uname poweroff sync; do
+for applet in sh mount insmod cat echo sleep ls grep cut tr sed wc head mkdir uname poweroff sync dmesg; do
   ln -s busybox "$root/bin/$applet"
 done
 gcc -O2 -static -Wall -o "$root/bin/blkpattern" "$here/blkpattern.c"
@@ -71,9 +77,11 @@ cat > "$root/init" <<'INIT'
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev 2>/dev/null
 up() { cut -d' ' -f1 /proc/uptime; }
-MODE=write; TAG=none; OFFS=0
+MODE=write; TAG=none; OFFS=0; START=8388608; BYTES=4194304; QD=16; CTRL=1048576; MAXSEC=300
 for w in $(cat /proc/cmdline); do case "$w" in
   vhostcompat.mode=*) MODE=${w#*=};; vhostcompat.tag=*) TAG=${w#*=};; vhostcompat.offsets=*) OFFS=${w#*=};;
+  vhostcompat.start=*) START=${w#*=};; vhostcompat.bytes=*) BYTES=${w#*=};; vhostcompat.qd=*) QD=${w#*=};;
+  vhostcompat.ctrl=*) CTRL=${w#*=};; vhostcompat.maxsec=*) MAXSEC=${w#*=};;
 esac; done
 echo "VHOSTCOMPAT: init uptime=$(up) kernel=$(uname -r) mode=$MODE"
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "VHOSTCOMPAT: insmod $m failed"; done
@@ -88,6 +96,11 @@ blkpattern /dev/vda info
 case "$MODE" in
   write) blkpattern /dev/vda write "$TAG" "$OFFS" ;;
   check) blkpattern /dev/vda check "$TAG" "$OFFS" ;;
+  stress)
+    blkpattern /dev/vda stress "$TAG" "$START" "$BYTES" "$QD" "$CTRL" "$MAXSEC"
+    echo "VHOSTCOMPAT: blk stress_exit=$?"
+    dmesg | grep -iE 'error|fail|virtio|vda|timeout|timed out|reset' | sed 's/^/VHOSTCOMPAT: dmesg /'
+    echo "VHOSTCOMPAT: dmesg_io_errors=$(dmesg | grep -ciE 'I/O error|blk_update_request|critical (medium|target|nexus)|Buffer I/O')" ;;
   *) echo "VHOSTCOMPAT: unknown mode $MODE" ;;
 esac
 sync
