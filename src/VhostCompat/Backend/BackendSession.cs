@@ -1179,6 +1179,7 @@ internal sealed class BackendSession
             VhostUserDevice device = _device;
             worker.Invoke(() => device.OnQueueStopped(queue));
             ring.Base = queue.Base;
+            queue.ReleaseRetained();
             Metrics.Untrack(queue);
         }
 

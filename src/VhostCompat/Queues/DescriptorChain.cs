@@ -40,6 +40,9 @@ public sealed class DescriptorChain
 
     internal bool InFlight { get; set; }
 
+    /// <summary>The memory table the chain's addresses were translated against (kept mapped while it is in flight).</summary>
+    internal Memory.GuestMemoryTable? Table { get; set; }
+
     /// <summary>The dirty log to mark when writing (set at pop while the frontend has logging on).</summary>
     internal Memory.DirtyLog? Log { get; set; }
 

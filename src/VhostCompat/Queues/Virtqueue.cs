@@ -66,6 +66,17 @@ public abstract class Virtqueue
 
     internal Action<Virtqueue, string>? OnBroken { get; set; }
 
+    private Action? _waker;
+
+    /// <summary>
+    /// Asks the queue's worker to run the device's <c>OnQueueKicked</c> for this queue soon, as if the driver had
+    /// kicked. Thread-safe: the way for work finished elsewhere (asynchronous I/O) to get back onto the worker,
+    /// where chains are pushed. Does nothing once the queue has stopped.
+    /// </summary>
+    public void Wake() => Volatile.Read(ref _waker)?.Invoke();
+
+    internal void SetWaker(Action? waker) => Volatile.Write(ref _waker, waker);
+
     /// <summary>Pops the next available chain; false when none is available (or the queue is broken).</summary>
     public bool TryPop([NotNullWhen(true)] out DescriptorChain? chain)
     {
@@ -75,7 +86,15 @@ public abstract class Virtqueue
             return false;
         }
 
-        return PopCore(out chain);
+        if (!PopCore(out chain))
+        {
+            return false;
+        }
+
+        // The chain's host addresses belong to the current memory table: it must outlive the chain.
+        chain.Table = _memory;
+        _outstanding++;
+        return true;
     }
 
     /// <summary>Returns a chain to the driver as used, with the number of bytes the device wrote into it.</summary>
@@ -95,14 +114,69 @@ public abstract class Virtqueue
         }
 
         chain.InFlight = false;
-        if (IsBroken)
+        try
         {
+            if (!IsBroken)
+            {
+                PushCore(chain, (uint)writtenLength);
+                CompletedChains++;
+                CompletedBytes += chain.ReadableLength + (long)writtenLength;
+            }
+        }
+        finally
+        {
+            Settle(chain);
+        }
+    }
+
+    /// <summary>Ends the chain's claim on the memory table it was translated against.</summary>
+    private void Settle(DescriptorChain chain)
+    {
+        GuestMemoryTable? table = chain.Table;
+        chain.Table = null;
+        if (ReferenceEquals(table, _memory))
+        {
+            _outstanding--;
             return;
         }
 
-        PushCore(chain, (uint)writtenLength);
-        CompletedChains++;
-        CompletedBytes += chain.ReadableLength + (long)writtenLength;
+        for (int i = 0; i < _retained.Count; i++)
+        {
+            if (ReferenceEquals(_retained[i].Table, table))
+            {
+                if (--_retained[i].Count == 0)
+                {
+                    _retained[i].Table.Release();
+                    _retained.RemoveAt(i);
+                }
+
+                return;
+            }
+        }
+    }
+
+    /// <summary>Chains popped and not pushed yet, against the current table.</summary>
+    private int _outstanding;
+
+    /// <summary>Older tables kept mapped for chains still in flight when the frontend replaced the memory.</summary>
+    private readonly List<Retained> _retained = [];
+
+    private sealed class Retained(GuestMemoryTable table, int count)
+    {
+        public GuestMemoryTable Table { get; } = table;
+
+        public int Count { get; set; } = count;
+    }
+
+    /// <summary>After the queue stopped (its worker will not touch it again): lets go of tables kept for abandoned chains.</summary>
+    internal void ReleaseRetained()
+    {
+        foreach (var r in _retained)
+        {
+            r.Table.Release();
+        }
+
+        _retained.Clear();
     }
 
     private protected DescriptorChain ChainFor(ushort head) => _chains[head];
@@ -135,6 +209,13 @@ public abstract class Virtqueue
         string? error = Translate(table);
         if (error is null)
         {
+            // Chains popped under the old table keep pointers into it: keep it mapped until they are pushed.
+            if (_outstanding > 0 && _memory.TryAcquire())
+            {
+                _retained.Add(new Retained(_memory, _outstanding));
+            }
+
+            _outstanding = 0;
             _memory = table;
         }
 

@@ -16,7 +16,7 @@ internal sealed class VirtqueueWorker : IDisposable
     private const ulong CommandToken = ulong.MaxValue;
     private readonly int _epoll;
     private readonly FileDescriptor _commandEvent = FileDescriptor.CreateEventFd(nonBlocking: true);
-    private readonly ConcurrentQueue<(Action Action, ManualResetEventSlim Done)> _commands = new();
+    private readonly ConcurrentQueue<(Action Action, ManualResetEventSlim? Done)> _commands = new();
     private readonly Dictionary<ulong, Binding> _bindings = [];
     private readonly List<Binding> _polled = [];
     private readonly Thread _thread;
@@ -56,6 +56,9 @@ internal sealed class VirtqueueWorker : IDisposable
         public Action<Virtqueue> Handler { get; } = handler;
 
         public ulong Token { get; } = token;
+
+        /// <summary>1 while a wake-up is queued (several completions in a row cost one pass).</summary>
+        public int WakePending;
     }
 
     /// <summary>Runs <paramref name="action"/> on the worker thread and waits for it (at most 10 s).</summary>
@@ -84,11 +87,32 @@ internal sealed class VirtqueueWorker : IDisposable
         {
             binding = new Binding(queue, kick, handler, _nextToken++);
             _bindings[binding.Token] = binding;
+            Binding b = binding;
+            queue.SetWaker(() => Wake(b));
             Arm(binding);
             // Buffers may already be waiting (the driver kicked before the backend was ready).
             Process(binding);
         });
         return binding!;
+    }
+
+    /// <summary>From any thread: runs the queue's handler on this worker soon (no wait).</summary>
+    private void Wake(Binding binding)
+    {
+        if (Interlocked.Exchange(ref binding.WakePending, 1) == 1)
+        {
+            return;
+        }
+
+        _commands.Enqueue((() =>
+        {
+            Volatile.Write(ref binding.WakePending, 0);
+            if (_bindings.ContainsKey(binding.Token))
+            {
+                Process(binding);
+            }
+        }, null));
+        Libc.EventFdSignal(_commandEvent.Value);
     }
 
     private void Arm(Binding binding)
@@ -127,6 +151,7 @@ internal sealed class VirtqueueWorker : IDisposable
         var binding = (Binding)handle;
         Invoke(() =>
         {
+            binding.Queue.SetWaker(null);
             if (_bindings.Remove(binding.Token))
             {
                 if (binding.Kick is { } kick && !_polled.Contains(binding))
@@ -193,7 +218,7 @@ internal sealed class VirtqueueWorker : IDisposable
             }
             finally
             {
-                command.Done.Set();
+                command.Done?.Set();
             }
         }
     }

@@ -73,6 +73,13 @@ internal sealed class TestDevice : VhostUserDevice
     public override void OnQueueKicked(Virtqueue queue)
     {
         Span<byte> buffer = stackalloc byte[4096];
+        LastQueue = queue;
+        while (ReleaseHeld && Held.TryDequeue(out DescriptorChain? held))
+        {
+            int n = held.WriteWritable(0, "released"u8);
+            queue.Push(held, n);
+        }
+
         while (queue.TryPop(out DescriptorChain? chain))
         {
             int n = chain.ReadReadable(0, buffer);
@@ -104,6 +111,12 @@ internal sealed class TestDevice : VhostUserDevice
     public Func<byte[], bool>? Hold { get; set; }
 
     public ConcurrentQueue<DescriptorChain> Held { get; } = new();
+
+    /// <summary>When set, the next pass completes every held chain (writing "released" into it) before popping more.</summary>
+    public volatile bool ReleaseHeld;
+
+    /// <summary>The queue the last kick was for.</summary>
+    public Virtqueue? LastQueue { get; private set; }
 
     /// <summary>Readable bytes (ASCII) of every chain the SDK handed out again after a restart.</summary>
     public ConcurrentQueue<string> Resubmitted { get; } = new();
