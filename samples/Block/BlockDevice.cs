@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using VhostCompat.Backend;
@@ -13,8 +15,11 @@ namespace VhostCompat.Samples.Block;
 /// capacity and block size in config space, several queues. Requests are guest-controlled: a bad
 /// header, a range beyond the capacity, a missing status byte or a write to a read-only disk gets
 /// the virtio-blk status it deserves and nothing is touched outside the file's range.
-/// Requests run synchronously on the queue's worker (simple and correct; one worker per queue
-/// gives parallelism).
+/// Reads and writes run asynchronously, up to <c>--queue-depth</c> per queue, and complete in whatever
+/// order the host finishes them: guest memory is only touched on the queue's worker (data is copied
+/// into a pooled buffer before a write and out of it after a read), the file I/O runs on the thread
+/// pool, and <see cref="Virtqueue.Wake"/> brings each completion back. Other requests, and every
+/// request with <c>--queue-depth 1</c>, run synchronously on the worker.
 /// </summary>
 internal sealed class BlockDevice : VhostUserDevice
 {
@@ -32,8 +37,15 @@ internal sealed class BlockDevice : VhostUserDevice
     private readonly ulong _capacitySectors;
     private readonly ThreadLocal<byte[]> _buffer = new(() => new byte[1 << 20]);
 
-    public BlockDevice(SafeFileHandle file, long size, bool readOnly, int queues, string serial)
+    private readonly int _depth;
+    private readonly ConcurrentDictionary<Virtqueue, QueueState> _running = new();
+
+    private readonly TimeSpan _latency;
+
+    public BlockDevice(SafeFileHandle file, long size, bool readOnly, int queues, string serial, int queueDepth = 1, TimeSpan latency = default)
     {
+        _depth = queueDepth;
+        _latency = latency;
         _file = file;
         _readOnly = readOnly;
         _queues = queues;
@@ -122,9 +134,51 @@ internal sealed class BlockDevice : VhostUserDevice
         c.Slice(offset, destination.Length).CopyTo(destination);
     }
 
+    /// <summary>One read or write in flight: the chain, and the pooled buffer the host I/O uses.</summary>
+    private sealed class Operation(DescriptorChain chain, bool read, byte[] buffer, int length, long position, int statusOffset)
+    {
+        public DescriptorChain Chain { get; } = chain;
+
+        public bool Read { get; } = read;
+
+        public byte[] Buffer { get; } = buffer;
+
+        public int Length { get; } = length;
+
+        public long Position { get; } = position;
+
+        public int StatusOffset { get; } = statusOffset;
+
+        public byte Status { get; set; }
+    }
+
+    /// <summary>Per running queue: completions waiting for the worker, and how many operations are out (worker only).</summary>
+    private sealed class QueueState
+    {
+        public ConcurrentQueue<Operation> Done { get; } = new();
+
+        public int InFlight;
+    }
+
+    public override void OnQueueStarted(Virtqueue queue) => _running[queue] = new QueueState();
+
+    // Operations still running are abandoned: their chains stay recorded in the inflight buffer, and the next
+    // start of this queue (a reconnect, a restarted process) hands them out again.
+    public override void OnQueueStopped(Virtqueue queue) => _running.TryRemove(queue, out _);
+
     public override void OnQueueKicked(Virtqueue queue)
     {
-        while (queue.TryPop(out DescriptorChain? chain))
+        _running.TryGetValue(queue, out QueueState? state);
+        if (state is not null)
+        {
+            while (state.Done.TryDequeue(out Operation? done))
+            {
+                state.InFlight--;
+                Complete(queue, done);
+            }
+        }
+
+        while ((state is null || state.InFlight < _depth) && queue.TryPop(out DescriptorChain? chain))
         {
             if (chain.IsResubmitted)
             {
@@ -132,10 +186,104 @@ internal sealed class BlockDevice : VhostUserDevice
                 Interlocked.Increment(ref Resubmitted);
             }
 
+            if (_depth > 1 && state is not null && TryStart(queue, state, chain))
+            {
+                continue;
+            }
+
             int written = Serve(chain);
             queue.Push(chain, written);
             Interlocked.Increment(ref Requests);
         }
+    }
+
+    /// <summary>Starts a valid read or write on the thread pool; false for anything to be served synchronously.</summary>
+    private bool TryStart(Virtqueue queue, QueueState state, DescriptorChain chain)
+    {
+        Span<byte> header = stackalloc byte[HeaderLength];
+        if (chain.WritableLength < 1 || chain.ReadReadable(0, header) != HeaderLength)
+        {
+            return false;
+        }
+
+        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
+        int statusOffset = chain.WritableLength - 1;
+        bool read = type == TypeIn;
+        int length = read ? statusOffset : chain.ReadableLength - HeaderLength;
+        if ((type != TypeIn && type != TypeOut) || (!read && _readOnly) || !InRange(sector, (ulong)length))
+        {
+            return false; // flush, get-id, discard, and every error status: synchronous
+        }
+
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
+        if (!read)
+        {
+            chain.ReadReadable(HeaderLength, buffer.AsSpan(0, length)); // guest memory is read here, on the worker
+        }
+
+        var op = new Operation(chain, read, buffer, length, (long)(sector * SectorSize), statusOffset);
+        state.InFlight++;
+        _ = Task.Run(async () =>
+        {
+            if (_latency > TimeSpan.Zero)
+            {
+                await Task.Delay(_latency).ConfigureAwait(false);
+            }
+
+            try
+            {
+                if (op.Read)
+                {
+                    int done = 0;
+                    while (done < op.Length)
+                    {
+                        int n = RandomAccess.Read(_file, op.Buffer.AsSpan(done, op.Length - done), op.Position + done);
+                        if (n == 0)
+                        {
+                            op.Buffer.AsSpan(done, op.Length - done).Clear();
+                            break;
+                        }
+
+                        done += n;
+                    }
+                }
+                else
+                {
+                    RandomAccess.Write(_file, op.Buffer.AsSpan(0, op.Length), op.Position);
+                }
+
+                op.Status = StatusOk;
+            }
+            catch (IOException)
+            {
+                op.Status = StatusIoErr;
+            }
+
+            state.Done.Enqueue(op);
+            queue.Wake();
+        });
+        return true;
+    }
+
+    /// <summary>On the worker: copies read data into the guest, writes the status, completes the chain.</summary>
+    private void Complete(Virtqueue queue, Operation op)
+    {
+        int data = 0;
+        if (op.Status == StatusOk && op.Read)
+        {
+            op.Chain.WriteWritable(0, op.Buffer.AsSpan(0, op.Length));
+            data = op.Length;
+            Interlocked.Add(ref BytesRead, op.Length);
+        }
+        else if (op.Status == StatusOk)
+        {
+            Interlocked.Add(ref BytesWritten, op.Length);
+        }
+
+        ArrayPool<byte>.Shared.Return(op.Buffer);
+        queue.Push(op.Chain, Status(op.Chain, op.StatusOffset, op.Status, data));
+        Interlocked.Increment(ref Requests);
     }
 
     /// <summary>Executes one request; returns the bytes written into the chain (data + status).</summary>

@@ -10,6 +10,8 @@ using VhostCompat.Samples.Block;
 //   --size BYTES         size of a new image (multiple of 512)
 //   --read-only          refuse writes (VIRTIO_BLK_F_RO)
 //   --queues N           virtqueues (default 1)
+//   --queue-depth N      reads and writes in flight per queue, completed out of order (default 32; 1 = one at a time)
+//   --io-latency-ms N    add N ms to every read and write (emulates slow storage; default 0)
 //   --serial ID          the GET_ID string (default "vhostcompat")
 //   --compat-profile P, --state-dir DIR, --print-capabilities, --log-level LEVEL
 //   --progress MS        log the first completed request (time since process start: restart-to-serving)
@@ -18,7 +20,7 @@ string? socketPath = null, image = null, profile = null, stateDir = null;
 int? inheritedFd = null;
 long size = 0;
 bool readOnly = false, client = false, printCapabilities = false;
-int queues = 1, progressMs = 0;
+int queues = 1, progressMs = 0, queueDepth = 32, ioLatencyMs = 0;
 string serial = "vhostcompat";
 LogLevel level = LogLevel.Information;
 for (int i = 0; i < args.Length; i++)
@@ -37,6 +39,8 @@ for (int i = 0; i < args.Length; i++)
         case "--size": size = long.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
         case "--read-only": readOnly = true; break;
         case "--queues": queues = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--queue-depth": queueDepth = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+        case "--io-latency-ms": ioLatencyMs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
         case "--serial": serial = Value(); break;
         case "--compat-profile": profile = Value(); break;
         case "--state-dir": stateDir = Value(); break;
@@ -44,7 +48,7 @@ for (int i = 0; i < args.Length; i++)
         case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
         case "--progress": progressMs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
         case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Block (--socket-path PATH [--client] | --fd N | --print-capabilities) --image FILE [--size BYTES] [--read-only] [--queues N] [--serial ID] [--compat-profile P] [--state-dir DIR] [--log-level LEVEL] [--progress MS]");
+            Console.WriteLine("usage: VhostCompat.Samples.Block (--socket-path PATH [--client] | --fd N | --print-capabilities) --image FILE [--size BYTES] [--read-only] [--queues N] [--queue-depth N] [--io-latency-ms N] [--serial ID] [--compat-profile P] [--state-dir DIR] [--log-level LEVEL] [--progress MS]");
             return 0;
         default:
             Console.Error.WriteLine($"unknown option {a}");
@@ -52,9 +56,9 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 
-if (queues is < 1 or > 64 || size < 0 || size % BlockDevice.SectorSize != 0 || progressMs < 0)
+if (queues is < 1 or > 64 || queueDepth is < 1 or > 1024 || ioLatencyMs is < 0 or > 10000 || size < 0 || size % BlockDevice.SectorSize != 0 || progressMs < 0)
 {
-    Console.Error.WriteLine("--queues must be 1..64, --size a multiple of 512 and --progress >= 0");
+    Console.Error.WriteLine("--queues must be 1..64, --queue-depth 1..1024, --io-latency-ms 0..10000, --size a multiple of 512 and --progress >= 0");
     return 2;
 }
 
@@ -89,7 +93,7 @@ if (!File.Exists(image))
 
 using var file = File.OpenHandle(image, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.Read);
 long length = RandomAccess.GetLength(file);
-var device = new BlockDevice(file, length, readOnly, queues, serial);
+var device = new BlockDevice(file, length, readOnly, queues, serial, queueDepth, TimeSpan.FromMilliseconds(ioLatencyMs));
 var options = new VhostUserBackendOptions
 {
     SocketPath = socketPath,
@@ -120,7 +124,7 @@ catch (Exception ex) when (ex is ArgumentException or FormatException or Compati
 
 stop.Cancel();
 progress?.Join();
-Console.WriteLine($"requests={device.Requests}");
+Console.WriteLine($"requests={device.Requests} resubmitted={device.Resubmitted}");
 return 0;
 
 /// <summary>

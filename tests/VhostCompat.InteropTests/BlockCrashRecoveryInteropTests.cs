@@ -29,6 +29,13 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
     private const int QueueDepth = 16;
     private const int ProgressMs = 100;
 
+    /// <summary>
+    /// Emulated storage latency of the Block sample (--io-latency-ms): each guest request then spends that long inside
+    /// the backend, so the kill finds requests taken from the rings and not completed, the case inflight tracking is for.
+    /// Without it the sample completes a request microseconds after popping it and a kill rarely catches one.
+    /// </summary>
+    private const int IoLatencyMs = 5;
+
     /// <summary>Boot to the first passes takes ~15-30 s under TCG; the machine is shared, so allow much more.</summary>
     private static readonly TimeSpan GuestTimeout = TimeSpan.FromSeconds(
         int.TryParse(Environment.GetEnvironmentVariable("VHOSTCOMPAT_INTEROP_BOOT_TIMEOUT"), CultureInfo.InvariantCulture, out var s) ? s : 180);
@@ -75,12 +82,14 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
 
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
-    [SkippableFact]
-    public async Task Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost()
+    [SkippableTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost(bool packedRing)
     {
         var tools = InteropPrerequisites.RequireQemuGuest();
         BlockGuest.RequireCompiler();
-        var run = InteropRun.Create(nameof(Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost));
+        var run = InteropRun.Create(nameof(Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost) + (packedRing ? " packed" : " split"));
         Log($"run directory: {run.Directory}");
         await BlockGuest.GetInitramfsAsync(tools);
         Log("initramfs ready");
@@ -94,13 +103,14 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         var blocksPerWriter = RegionBytes / BlockPattern.BlockSize / 2;
 
         var first = await BlockSampleBackend.StartAsync(
-            run, socket, image, DiskSize, Queues, serial, name: "backend-first", timeout: TimeSpan.FromMinutes(10), stateDirectory: stateDir, progressMs: ProgressMs);
+            run, socket, image, DiskSize, Queues, serial, name: "backend-first", timeout: TimeSpan.FromMinutes(10), stateDirectory: stateDir, progressMs: ProgressMs, ioLatencyMs: IoLatencyMs);
         BlockSampleBackend? second = null;
         try
         {
             Log($"backend pid {first.Process.Pid}: {first.Process.CommandLine}");
             var options = new BlockGuestOptions
             {
+                PackedRing = packedRing,
                 SocketPath = socket,
                 Mode = "stress",
                 Tag = tag,
@@ -186,7 +196,7 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
             var restartClock = Stopwatch.StartNew();
             second = await BlockSampleBackend.StartAsync(
                 run, socket, image, null, Queues, serial, name: "backend-restarted", timeout: TimeSpan.FromMinutes(10),
-                stateDirectory: stateDir, progressMs: ProgressMs, keepStaleSocket: true);
+                stateDirectory: stateDir, progressMs: ProgressMs, keepStaleSocket: true, ioLatencyMs: IoLatencyMs);
             Log($"restarted backend pid {second.Process.Pid} listening after {restartClock.Elapsed.TotalSeconds:F2} s ({(_clock.Elapsed - killedAt).TotalSeconds:F1} s after the kill)");
 
             TimeSpan? firstRequestSeen = null, resumedAfter = null;
@@ -362,6 +372,21 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
                 if (wasRunning && (second.Process.ExitCode != 0 || requests is null or 0))
                 {
                     problems.Add($"the restarted backend exited with {second.Process.ExitCode} on SIGTERM and printed requests={requests?.ToString(CultureInfo.InvariantCulture) ?? "(nothing)"} (expected 0 and a count > 0)");
+                }
+
+                // Inflight tracking: the requests the first process had taken from the rings and not completed are
+                // handed out again by the SDK and re-executed by the sample, exactly those.
+                long reported = second.ReportedResubmissions();
+                long? resubmitted = second.ResubmittedCount();
+                Log($"INFLIGHT: the SDK resubmitted {reported} request(s) left in flight by the killed backend; the sample re-executed {resubmitted?.ToString(CultureInfo.InvariantCulture) ?? "(not printed)"}");
+                if (wasRunning && reported == 0)
+                {
+                    problems.Add($"no request was in flight in the backend when it was killed (with {IoLatencyMs} ms of emulated storage latency every guest request spends that long in the backend): the kill did not exercise inflight tracking");
+                }
+
+                if (wasRunning && resubmitted != reported)
+                {
+                    problems.Add($"the SDK reported {reported} chains to resubmit but the sample re-executed {resubmitted?.ToString(CultureInfo.InvariantCulture) ?? "(nothing printed)"}");
                 }
 
                 var errors = second.ErrorEntries();

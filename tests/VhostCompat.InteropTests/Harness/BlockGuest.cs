@@ -29,6 +29,9 @@ public sealed class BlockGuestOptions
     /// <summary>num-queues of vhost-user-blk-pci.</summary>
     public int NumQueues { get; init; } = 2;
 
+    /// <summary>packed=on: the guest drives packed virtqueues (the Block sample offers VIRTIO_F_RING_PACKED).</summary>
+    public bool PackedRing { get; init; }
+
     /// <summary>vCPUs: Linux uses min(num-queues, CPUs) hardware queues, so 2 makes both rings carry requests.</summary>
     public int Cpus { get; init; } = 2;
 
@@ -185,7 +188,7 @@ public sealed class BlockGuest : IAsyncDisposable
             "-chardev", "socket,id=c0,path=" + options.SocketPath
                 + (options.ReconnectSeconds is { } reconnect ? ",reconnect=" + reconnect.ToString(CultureInfo.InvariantCulture) : string.Empty),
             // vectors=0: QEMU 7.2 under TCG crashes at DRIVER_OK with MSI-X + vhost-user (see QemuGuestOptions).
-            "-device", $"vhost-user-blk-pci,chardev=c0,id=vblk0,num-queues={options.NumQueues.ToString(CultureInfo.InvariantCulture)},vectors=0",
+            "-device", $"vhost-user-blk-pci,chardev=c0,id=vblk0,num-queues={options.NumQueues.ToString(CultureInfo.InvariantCulture)},vectors=0{(options.PackedRing ? ",packed=on" : "")}",
             "-kernel", tools.Kernel,
             "-initrd", initrd,
             "-append", append,

@@ -10,7 +10,7 @@ namespace VhostCompat.InteropTests.Harness;
 /// </summary>
 public sealed class BlockSampleBackend : IAsyncDisposable
 {
-    private static readonly Regex RequestsLine = new(@"^requests=(?<n>\d+)\s*$", RegexOptions.CultureInvariant | RegexOptions.Multiline);
+    private static readonly Regex RequestsLine = new(@"^requests=(?<n>\d+)(?: resubmitted=\d+)?\s*$", RegexOptions.CultureInvariant | RegexOptions.Multiline);
 
     private BlockSampleBackend(ExternalProcess process, string socketPath, string imagePath)
     {
@@ -51,7 +51,7 @@ public sealed class BlockSampleBackend : IAsyncDisposable
     public static async Task<BlockSampleBackend> StartAsync(
         InteropRun run, string socketPath, string imagePath, long? createSize, int queues, string serial,
         bool readOnly = false, string name = "blk-backend", TimeSpan? timeout = null,
-        string? stateDirectory = null, int progressMs = 0, bool keepStaleSocket = false)
+        string? stateDirectory = null, int progressMs = 0, bool keepStaleSocket = false, int ioLatencyMs = 0)
     {
         ArgumentNullException.ThrowIfNull(run);
         if (!keepStaleSocket)
@@ -73,6 +73,12 @@ public sealed class BlockSampleBackend : IAsyncDisposable
         if (readOnly)
         {
             args.Add("--read-only");
+        }
+
+        if (ioLatencyMs > 0)
+        {
+            args.Add("--io-latency-ms");
+            args.Add(ioLatencyMs.ToString(CultureInfo.InvariantCulture));
         }
 
         if (stateDirectory is not null)
@@ -137,6 +143,21 @@ public sealed class BlockSampleBackend : IAsyncDisposable
         var m = RequestsLine.Matches(LogFile.ReadAll(LogPath));
         return m.Count == 0 ? null : long.Parse(m[^1].Groups["n"].Value, CultureInfo.InvariantCulture);
     }
+
+    /// <summary>Requests the sample re-executed because the SDK handed them out again (inflight tracking), from its exit line.</summary>
+    public long? ResubmittedCount()
+    {
+        var m = ResubmittedLine.Matches(LogFile.ReadAll(LogPath));
+        return m.Count == 0 ? null : long.Parse(m[^1].Groups["n"].Value, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Chains the SDK reported for resubmission when the queues started ("N chains to resubmit"), summed.</summary>
+    public long ReportedResubmissions() =>
+        InflightLine.Matches(LogFile.ReadAll(LogPath)).Sum(m => long.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture));
+
+    private static readonly Regex ResubmittedLine = new(@"resubmitted=(?<n>\d+)", RegexOptions.CultureInvariant);
+
+    private static readonly Regex InflightLine = new(@"inflight region attached, (?<n>\d+) chains to resubmit", RegexOptions.CultureInvariant);
 
     /// <summary>SIGTERM, then kill by PID after 10 s.</summary>
     public Task StopAsync() => Process.StopAsync(TimeSpan.FromSeconds(10));
