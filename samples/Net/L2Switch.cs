@@ -1,16 +1,18 @@
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using VhostCompat.Queues;
 
 namespace VhostCompat.Samples.Net;
 
 /// <summary>
-/// A small learning switch between vhost-user ports. All ports share one worker thread, so every
-/// method here runs on that thread and needs no locking.
+/// A small learning switch between vhost-user ports. All ports share one worker thread, so the data
+/// path runs on that thread; only the MAC table is also read and written from the control thread
+/// (device state for migration), hence a concurrent dictionary, written only when an entry changes.
 /// </summary>
 internal sealed class L2Switch
 {
     private const int NetHeaderLength = 12; // virtio_net_hdr_v1 (VERSION_1 or MRG_RXBUF)
-    private readonly Dictionary<ulong, int> _macTable = [];
+    private readonly ConcurrentDictionary<ulong, int> _macTable = new();
     private readonly Virtqueue?[] _rx;
     private readonly byte[] _header = new byte[NetHeaderLength];
     private readonly Responder? _responder;
@@ -45,6 +47,12 @@ internal sealed class L2Switch
 
     public void SetRx(int port, Virtqueue? queue) => _rx[port] = queue;
 
+    /// <summary>The unicast MACs last seen on <paramref name="port"/> (big-endian 48-bit values), sorted.</summary>
+    public ulong[] MacsOn(int port) => [.. _macTable.Where(kv => kv.Value == port).Select(kv => kv.Key).Order()];
+
+    /// <summary>Teaches the switch that <paramref name="mac"/> sits behind <paramref name="port"/> (migrated state).</summary>
+    public void Learn(int port, ulong mac) => _macTable[mac] = port;
+
     /// <summary>A frame sent by the guest on <paramref name="port"/>: learn its source, deliver or flood it.</summary>
     public void Forward(int port, ReadOnlySpan<byte> frame)
     {
@@ -54,7 +62,7 @@ internal sealed class L2Switch
         }
 
         ulong src = Mac(frame[6..12]);
-        if ((frame[6] & 1) == 0)
+        if ((frame[6] & 1) == 0 && (!_macTable.TryGetValue(src, out int known) || known != port))
         {
             _macTable[src] = port;
         }

@@ -50,6 +50,88 @@ internal sealed partial class NetDevice : VhostUserDevice
     // Announce migrated guests that cannot announce themselves (SEND_RARP).
     public override VhostCompat.Protocol.VhostUserProtocolFeatures ProtocolFeatures => VhostCompat.Protocol.VhostUserProtocolFeatures.Rarp;
 
+    // Device state (DEVICE_STATE, migration): the MACs the switch learned on this port and the port's counters, so a
+    // destination switch delivers to the migrated guest at once instead of flooding until it speaks, and counts on.
+    // Version 1: u16 count, count × 6-byte MAC, then tx packets, tx bytes, rx packets, rx dropped (i64, little-endian).
+    private const int MaxStateMacs = 4096;
+
+    public override uint StateVersion => 1;
+
+    public override byte[] SaveState()
+    {
+        ulong[] macs = _switch.MacsOn(_port);
+        int count = Math.Min(macs.Length, MaxStateMacs);
+        var state = new byte[2 + (6 * count) + 32];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(state, (ushort)count);
+        for (int i = 0; i < count; i++)
+        {
+            Span<byte> mac = state.AsSpan(2 + (6 * i), 6);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(mac, (ushort)(macs[i] >> 32));
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(mac[2..], (uint)macs[i]);
+        }
+
+        L2Switch.PortStats s = _switch.Stats[_port];
+        Span<byte> counters = state.AsSpan(2 + (6 * count));
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters, Interlocked.Read(ref s.TxPackets));
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters[8..], Interlocked.Read(ref s.TxBytes));
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters[16..], Interlocked.Read(ref s.RxPackets));
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters[24..], Interlocked.Read(ref s.RxDropped));
+        return state;
+    }
+
+    public override bool LoadState(uint version, ReadOnlySpan<byte> state)
+    {
+        if (version != 1 || state.Length < 2 + 32)
+        {
+            return false;
+        }
+
+        int count = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(state);
+        if (count > MaxStateMacs || state.Length != 2 + (6 * count) + 32)
+        {
+            return false;
+        }
+
+        var macs = new ulong[count];
+        for (int i = 0; i < count; i++)
+        {
+            ReadOnlySpan<byte> mac = state.Slice(2 + (6 * i), 6);
+            if ((mac[0] & 1) != 0)
+            {
+                return false; // only unicast addresses are ever learned
+            }
+
+            macs[i] = ((ulong)System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(mac) << 32) | System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(mac[2..]);
+        }
+
+        ReadOnlySpan<byte> counters = state[(2 + (6 * count))..];
+        var values = new long[4];
+        for (int k = 0; k < values.Length; k++)
+        {
+            values[k] = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(counters[(8 * k)..]);
+            if (values[k] < 0)
+            {
+                return false;
+            }
+        }
+
+        foreach (ulong mac in macs)
+        {
+            _switch.Learn(_port, mac);
+        }
+
+        L2Switch.PortStats s = _switch.Stats[_port];
+        Interlocked.Exchange(ref s.TxPackets, values[0]);
+        Interlocked.Exchange(ref s.TxBytes, values[1]);
+        Interlocked.Exchange(ref s.RxPackets, values[2]);
+        Interlocked.Exchange(ref s.RxDropped, values[3]);
+        LogStateLoaded(_logger, _port, count);
+        return true;
+    }
+
+    [LoggerMessage(102, LogLevel.Information, "port {Port}: device state loaded, {Count} MAC(s) learned from the source")]
+    private static partial void LogStateLoaded(ILogger logger, int port, int count);
+
     public override bool OnSendRarp(ReadOnlySpan<byte> mac)
     {
         Span<byte> frame = stackalloc byte[60];

@@ -210,6 +210,58 @@ public sealed class NetResponderSampleTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_port_s_learned_MACs_and_counters_travel_as_device_state()
+    {
+        await StartAsync();
+        Send(ArpRequest(ResponderIp)); // the switch learns the guest's MAC on this port
+        await ReceiveAsync();
+        await _fe!.GetVringBaseAsync(0); // state is consistent only with every ring stopped
+        await _fe.GetVringBaseAsync(1);
+
+        var (macs, counters) = DecodeState(await _fe.SaveDeviceStateAsync());
+        macs.Should().Equal(Convert.ToHexString(GuestMac));
+        counters[0].Should().Be(1, "one frame sent by the guest");
+        counters[2].Should().Be(1, "one frame delivered to it");
+
+        // A destination loads the source's table: it knows the migrated guest's MAC before the guest speaks.
+        byte[] migrated = [0, 0, .. new byte[] { 0x52, 0x54, 0x00, 0xAA, 0xBB, 0xCC }, .. new byte[32]];
+        BinaryPrimitives.WriteUInt16LittleEndian(migrated, 1);
+        BinaryPrimitives.WriteInt64LittleEndian(migrated.AsSpan(8), 500);
+        await _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(1, 1, migrated));
+        (macs, counters) = DecodeState(await _fe.SaveDeviceStateAsync());
+        macs.Should().Contain("525400AABBCC");
+        counters[0].Should().Be(500);
+
+        // A multicast address is never learned: such a blob is refused, and so is a newer format.
+        migrated[2] = 0x01;
+        var multicast = () => _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(1, 1, migrated));
+        await multicast.Should().ThrowAsync<VhostUserRequestException>();
+        var newer = () => _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(1, 2, migrated));
+        await newer.Should().ThrowAsync<VhostUserRequestException>();
+    }
+
+    private static (List<string> Macs, long[] Counters) DecodeState(byte[] blob)
+    {
+        VhostCompat.Backend.DeviceStateBlob.TryUnwrap(blob, 1, out uint version, out ReadOnlySpan<byte> state).Should().BeNull();
+        version.Should().Be(1);
+        int count = BinaryPrimitives.ReadUInt16LittleEndian(state);
+        state.Length.Should().Be(2 + (6 * count) + 32);
+        var macs = new List<string>();
+        for (int i = 0; i < count; i++)
+        {
+            macs.Add(Convert.ToHexString(state.Slice(2 + (6 * i), 6)));
+        }
+
+        var counters = new long[4];
+        for (int k = 0; k < 4; k++)
+        {
+            counters[k] = BinaryPrimitives.ReadInt64LittleEndian(state[(2 + (6 * count) + (8 * k))..]);
+        }
+
+        return (macs, counters);
+    }
+
+    [Fact]
     public async Task Answers_a_ping_with_a_correct_echo_reply()
     {
         await StartAsync();
