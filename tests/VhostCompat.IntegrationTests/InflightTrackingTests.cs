@@ -157,6 +157,43 @@ public sealed class InflightTrackingTests
         (await fe.GetFeaturesAsync()).Should().NotBe(0, "the connection is still served");
     }
 
+    private static int InflightMappings() =>
+        File.ReadAllLines("/proc/self/maps").Count(l => l.Contains("memfd:vhostcompat-inflight ", StringComparison.Ordinal) || l.EndsWith("memfd:vhostcompat-inflight (deleted)", StringComparison.Ordinal));
+
+    [Fact]
+    public async Task F3_repeated_GET_INFLIGHT_FD_keeps_one_buffer_and_leaks_nothing()
+    {
+        await using var fx = new BackendFixture(Device());
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        await fe.NegotiateAsync(VirtioFeatureBits.Version1, Protocol);
+        (await fe.GetInflightFdAsync(2, 256))!.Dispose();
+        int fds = ProcessResources.OpenFds();
+        int maps = InflightMappings();
+        for (int i = 0; i < 200; i++)
+        {
+            using InflightBuffer? b = await fe.GetInflightFdAsync(2, 256);
+            b.Should().NotBeNull();
+        }
+
+        InflightMappings().Should().Be(maps, "each GET replaces the previous buffer, whose mapping is released");
+        (await ProcessResources.SettleFdsAsync(fds)).Should().BeLessThanOrEqualTo(fds);
+    }
+
+    [Fact]
+    public async Task F4_a_huge_GET_INFLIGHT_FD_is_checked_against_the_device_before_anything_is_allocated()
+    {
+        await using var fx = new BackendFixture(Device());
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        await fe.NegotiateAsync(VirtioFeatureBits.Version1, Protocol);
+        int before = InflightMappings();
+        (await fe.GetInflightFdAsync(0xFFFF, 0xFFFF)).Should().BeNull("an empty description: no buffer");
+        InflightMappings().Should().Be(before, "no memfd was created or mapped");
+        fx.Logs.Text.Should().Contain("inflight buffer for 65535 queues");
+        (await fe.GetInflightFdAsync(2, 16)).Should().NotBeNull("the session is unaffected");
+    }
+
     // ---- hostile SET/GET_INFLIGHT_FD ----
 
     public sealed class Hostile : HostileTestBase
