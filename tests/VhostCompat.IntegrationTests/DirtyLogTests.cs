@@ -47,6 +47,36 @@ public sealed class DirtyLogTests
     }
 
     [Fact]
+    public async Task A_chain_popped_before_migration_started_and_completed_after_is_logged()
+    {
+        // An asynchronous device: the request is taken before LOG_ALL and written into after it.
+        await using var fx = new BackendFixture(new TestDevice { Hold = d => d.Length > 0 && d[0] == (byte)'s' });
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        ulong acked = await fe.NegotiateAsync(ulong.MaxValue & ~VirtioFeatureBits.LogAll, (VhostUserProtocolFeatures)ulong.MaxValue);
+        using var mem = new GuestMemory(0, 4 << 20);
+        await fe.SetMemTableAsync([mem]);
+        var ring = new SplitRingDriver(mem, 0, 64);
+        using var kick = new EventNotifier();
+        await ring.ConfigureAsync(fe, 0, kick, null);
+        await fe.SetVringEnableAsync(0, true);
+        ring.AddRequest("slow request"u8, 32);
+        ulong written = ring.LastWritable;
+        kick.Signal();
+        SpinWait.SpinUntil(() => fx.Device.Held.Count == 1, TimeSpan.FromSeconds(5)).Should().BeTrue();
+
+        using var log = new DirtyPageLog(4 << 20);
+        await fe.SetLogBaseAsync(log);
+        await fe.SetFeaturesAsync(acked | VirtioFeatureBits.LogAll);
+        await fe.SetVringAddrAsync(0, mem.ToFrontendAddress(ring.Desc), mem.ToFrontendAddress(ring.Used), mem.ToFrontendAddress(ring.Avail), log: true, logGuestAddress: ring.Used);
+        fx.Device.ReleaseHeld = true;
+        fx.Device.LastQueue!.Wake();
+        await ring.WaitUsedAsync(1);
+        log.IsDirty(written).Should().BeTrue("the write happened while the frontend was logging, whatever the pop time");
+        log.IsDirty(ring.Used).Should().BeTrue();
+    }
+
+    [Fact]
     public async Task A_log_too_small_for_the_memory_table_is_refused_with_a_reply()
     {
         await using var fx = new BackendFixture();

@@ -11,9 +11,9 @@ public sealed class DescriptorChain
     private Segment[] _segments = new Segment[8];
     private int _count;
 
-    internal DescriptorChain()
-    {
-    }
+    private readonly Virtqueue _owner;
+
+    internal DescriptorChain(Virtqueue owner) => _owner = owner;
 
     /// <summary>Index of the chain's head descriptor (the id reported in the used ring).</summary>
     public ushort Head { get; internal set; }
@@ -43,8 +43,11 @@ public sealed class DescriptorChain
     /// <summary>The memory table the chain's addresses were translated against (kept mapped while it is in flight).</summary>
     internal Memory.GuestMemoryTable? Table { get; set; }
 
-    /// <summary>The dirty log to mark when writing (set at pop while the frontend has logging on).</summary>
-    internal Memory.DirtyLog? Log { get; set; }
+    /// <summary>
+    /// The dirty log to mark when writing: the queue's log at the time of the write, not of the pop, so a chain
+    /// held across the start of a migration (or a log replacement) is logged in the log that is current.
+    /// </summary>
+    private Memory.DirtyLog? Log => _owner.CurrentLog;
 
     internal void Reset()
     {

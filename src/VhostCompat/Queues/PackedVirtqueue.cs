@@ -253,7 +253,6 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         c.DescriptorSlots = slots;
         c.InflightEntry = pending.Entry;
         c.IsResubmitted = true;
-        AttachLog(c);
         c.InFlight = true;
         chain = c;
         return true;
@@ -263,7 +262,6 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     {
         c.Head = bufferId;
         c.DescriptorSlots = slots;
-        AttachLog(c);
         c.InFlight = true;
         _lastAvail += slots;
         if (_lastAvail >= Size)

@@ -147,7 +147,6 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         }
 
         c.IsResubmitted = resubmitted;
-        AttachLog(c);
         c.InFlight = true;
         chain = c;
         return true;

@@ -30,7 +30,7 @@ public abstract class Virtqueue
         _chains = new DescriptorChain[size];
         for (int i = 0; i < size; i++)
         {
-            _chains[i] = new DescriptorChain();
+            _chains[i] = new DescriptorChain(this);
         }
     }
 
@@ -346,5 +346,6 @@ public abstract class Virtqueue
         }
     }
 
-    private protected void AttachLog(DescriptorChain chain) => chain.Log = _log;
+    /// <summary>The dirty log device writes are marked in, read at write time (worker thread only).</summary>
+    internal DirtyLog? CurrentLog => _log;
 }
