@@ -190,25 +190,7 @@ public sealed class RngInteropTests(ITestOutputHelper output)
             problems.Add("two reads returned the same bytes");
         }
 
-        var backendErrors = backend.ErrorEntries();
-        if (backendErrors.Count > 0)
-        {
-            problems.Add("backend logged errors:\n" + string.Join('\n', backendErrors));
-        }
-
-        if (qemuErrors.Count > 0)
-        {
-            problems.Add("QEMU stderr has error lines:\n" + string.Join('\n', qemuErrors));
-        }
-
-        if (qemuExit is not null and not 0)
-        {
-            problems.Add($"QEMU exited with code {qemuExit} (124 = killed by the harness timeout, 128+N = signal N)");
-        }
-
-        if (problems.Count > 0)
-        {
-            Assert.Fail(string.Join("\n", problems.Select(p => "* " + p)) + "\nbackend requests: " + backend.RequestSequence() + run.Diagnostics());
-        }
+        InteropVerdict.AddBackendAndQemuProblems(problems, backend.ErrorEntries(), qemuErrors, qemuExit);
+        InteropVerdict.FailOnProblems(problems, backend.RequestSequence, run);
     }
 }

@@ -93,49 +93,15 @@ public sealed class BlockSampleBackend : IAsyncDisposable
             args.Add(progressMs.ToString(CultureInfo.InvariantCulture));
         }
 
-        var process = ExternalProcess.Start(new ExternalProcessOptions(name, RepositoryLayout.DotnetHost, args, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
-        {
-            Environment = { ["DOTNET_NOLOGO"] = "1", ["NO_COLOR"] = "1" },
-        });
-        run.AddArtifact($"backend log ({name}, pid {process.Pid}, stdout)", process.StdoutPath);
-        run.AddArtifact($"backend stderr ({name})", process.StderrPath);
+        var process = SampleProcess.Start(run, name, args, timeout, "backend");
         var backend = new BlockSampleBackend(process, socketPath, imagePath);
-        var listening = keepStaleSocket
-            ? await LogFile.WaitForLineAsync(process.StdoutPath, ListeningLine, TimeSpan.FromSeconds(30), process).ConfigureAwait(false) is not null
-            : await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false);
-        if (!listening)
-        {
-            var why = process.HasExited ? $"exited with {process.ExitCode}" : "still running";
-            await backend.DisposeAsync().ConfigureAwait(false);
-            throw new InvalidOperationException($"block backend did not create {socketPath} within 30 s ({why}): {process.CommandLine}{run.Diagnostics()}");
-        }
-
+        await SampleProcess.WaitUntilListeningAsync(run, process, backend, socketPath, "block backend", keepStaleSocket ? ListeningLine : null).ConfigureAwait(false);
         return backend;
     }
 
     /// <summary>"fail:"/"crit:" entries (same format rules as the net sample) with their continuation lines.</summary>
-    public IReadOnlyList<string> ErrorEntries()
-    {
-        var result = new List<string>();
-        var lines = LogFile.ReadLines(LogPath).Concat(LogFile.ReadLines(Process.StderrPath)).ToList();
-        for (var i = 0; i < lines.Count; i++)
-        {
-            if (!SampleNetBackend.IsErrorLine(lines[i]))
-            {
-                continue;
-            }
-
-            var entry = lines[i];
-            for (var j = i + 1; j < lines.Count && lines[j].StartsWith(' '); j++)
-            {
-                entry += "\n" + lines[j];
-            }
-
-            result.Add(entry);
-        }
-
-        return result;
-    }
+    public IReadOnlyList<string> ErrorEntries() =>
+        SampleProcess.ErrorEntries(LogFile.ReadLines(LogPath).Concat(LogFile.ReadLines(Process.StderrPath)).ToList());
 
     /// <summary>The <c>requests=N</c> count printed on a graceful exit, or null.</summary>
     public long? RequestCount()

@@ -55,7 +55,7 @@ public sealed record GuestNetStatus(int Status, ulong Features, string FeatureBi
 /// QEMU (virtio-net-pci + -netdev vhost-user) booting the Debian kernel with the busybox initramfs. Console,
 /// stdout, stderr and the QMP socket live in the run directory; the process is bounded and killed by PID.
 /// </summary>
-public sealed class QemuGuest : IAsyncDisposable
+public sealed class QemuGuest : QemuGuestBase
 {
     public static readonly Regex InitLine = new(@"VHOSTCOMPAT: init uptime=(?<uptime>[0-9.]+)", RegexOptions.CultureInvariant);
     public static readonly Regex StatusLine = new(@"VHOSTCOMPAT: status=0x(?<status>[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
@@ -71,18 +71,9 @@ public sealed class QemuGuest : IAsyncDisposable
     private static readonly Regex StatusOrNoNetdev = new(@"VHOSTCOMPAT: (status=0x[0-9a-fA-F]+|no-netdev)", RegexOptions.CultureInvariant);
 
     private QemuGuest(ExternalProcess process, string consolePath, string qmpPath)
+        : base(process, consolePath, qmpPath)
     {
-        Process = process;
-        ConsolePath = consolePath;
-        QmpPath = qmpPath;
     }
-
-    public ExternalProcess Process { get; }
-
-    /// <summary>Serial console (ttyS0) of the guest.</summary>
-    public string ConsolePath { get; }
-
-    public string QmpPath { get; }
 
     public string StderrPath => Process.StderrPath;
 
@@ -92,10 +83,6 @@ public sealed class QemuGuest : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(tools);
         ArgumentNullException.ThrowIfNull(options);
         var initrd = await Initramfs.GetAsync(tools).ConfigureAwait(false);
-        var console = run.PathFor(name + ".console");
-        var qmp = run.PathFor(name + ".qmp");
-        File.Delete(console);
-        File.Delete(qmp);
         if (options.QemuIsServer)
         {
             File.Delete(options.SocketPath);
@@ -107,40 +94,22 @@ public sealed class QemuGuest : IAsyncDisposable
             props = "vectors=0" + (props.Length > 0 ? "," + props : string.Empty);
         }
 
-        var mem = options.MemoryMb.ToString(CultureInfo.InvariantCulture) + "M";
         var chardev = "socket,id=c0,path=" + options.SocketPath + (options.QemuIsServer ? ",server=on,wait=off" : string.Empty)
             + (options.ReconnectSeconds is { } reconnect && !options.QemuIsServer ? ",reconnect=" + reconnect.ToString(CultureInfo.InvariantCulture) : string.Empty);
         var append = "console=ttyS0 panic=-1 quiet" + string.Concat(options.GuestParameters.Select(kv => $" vhostcompat.{kv.Key}={kv.Value}"));
-        var args = new List<string>
+        var (process, console, qmp) = StartQemu(run, tools, new Launch(name, options.Accelerator, 1, options.MemoryMb, options.Timeout, initrd, append)
         {
-            "-name", name,
-            "-machine", $"q35,accel={options.Accelerator},memory-backend=mem",
-            "-cpu", options.Accelerator == "tcg" ? "max" : "host,-arch-capabilities",
-            "-smp", "1",
-            "-m", mem,
-            "-object", $"memory-backend-memfd,id=mem,size={mem},share=on",
-            "-nodefaults", "-display", "none", "-no-reboot",
-            "-serial", "file:" + console,
-            "-qmp", $"unix:{qmp},server=on,wait=off",
-            "-chardev", chardev,
-            "-netdev", "vhost-user,id=n0,chardev=c0",
-            "-device", $"virtio-net-pci,netdev=n0,id=net0,mac={options.Mac},{props}",
-            "-kernel", tools.Kernel,
-            "-initrd", initrd,
-            "-append", append,
-        };
-        args.AddRange(options.ExtraArguments);
-
-        var process = ExternalProcess.Start(new ExternalProcessOptions(name, tools.Qemu, args, run.Directory, options.Timeout));
-        run.AddArtifact($"guest console ({name})", console);
-        run.AddArtifact($"QEMU stderr ({name}, pid {process.Pid})", process.StderrPath);
-        run.AddArtifact($"QEMU stdout ({name})", process.StdoutPath);
+            DeviceArguments =
+            [
+                "-chardev", chardev,
+                "-netdev", "vhost-user,id=n0,chardev=c0",
+                "-device", $"virtio-net-pci,netdev=n0,id=net0,mac={options.Mac},{props}",
+            ],
+            ExtraArguments = options.ExtraArguments,
+            StdoutArtifact = true,
+        });
         return new QemuGuest(process, console, qmp);
     }
-
-    /// <summary>First console line matching <paramref name="pattern"/>, or null on timeout / QEMU exit.</summary>
-    public Task<Match?> WaitForConsoleAsync(Regex pattern, TimeSpan timeout) =>
-        LogFile.WaitForLineAsync(ConsolePath, pattern, timeout, Process);
 
     /// <summary>Waits for the guest's status + features lines; null when they do not come (see the console for why).</summary>
     public async Task<GuestNetStatus?> WaitForNetStatusAsync(TimeSpan timeout)
@@ -168,40 +137,7 @@ public sealed class QemuGuest : IAsyncDisposable
             seen);
     }
 
-    public Task<bool> WaitForExitAsync(TimeSpan timeout) => Process.WaitForExitAsync(timeout);
-
     /// <summary>Console lines printed by the guest's /init (prefix "VHOSTCOMPAT: ").</summary>
     public IReadOnlyList<string> GuestLines() =>
         LogFile.ReadLines(ConsolePath).Where(l => l.Contains("VHOSTCOMPAT: ", StringComparison.Ordinal)).ToList();
-
-    /// <summary>QEMU stderr lines that are not warnings (a clean boot/poweroff prints none).</summary>
-    public IReadOnlyList<string> StderrErrorLines() =>
-        LogFile.ReadLines(Process.StderrPath).Where(l => !l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
-
-    public IReadOnlyList<string> StderrWarningLines() =>
-        LogFile.ReadLines(Process.StderrPath).Where(l => l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
-
-    /// <summary>Connects to QEMU's QMP socket (the guest must still be running).</summary>
-    public Task<QmpClient> ConnectQmpAsync(CancellationToken cancellationToken) => QmpClient.ConnectAsync(QmpPath, cancellationToken);
-
-    /// <summary>Asks QEMU to quit via QMP, then stops the process by PID if it is still there.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        if (!Process.HasExited)
-        {
-            try
-            {
-                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await using var qmp = await ConnectQmpAsync(cts.Token).ConfigureAwait(false);
-                await qmp.ExecuteAsync("quit", null, cts.Token).ConfigureAwait(false);
-                await Process.WaitForExitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or InvalidOperationException or System.Text.Json.JsonException)
-            {
-                // fall through to the signal
-            }
-        }
-
-        await Process.DisposeAsync().ConfigureAwait(false);
-    }
 }

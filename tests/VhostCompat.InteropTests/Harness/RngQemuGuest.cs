@@ -37,7 +37,7 @@ public sealed record RngRead(int Number, int Count, byte[] Bytes);
 /// (scripts/build-initramfs-rng.sh). Console, stdout, stderr and QMP live in the run directory; the process
 /// is bounded and killed by PID.
 /// </summary>
-public sealed class RngQemuGuest : IAsyncDisposable
+public sealed class RngQemuGuest : QemuGuestBase
 {
     public static readonly Regex StatusLine = new(@"VHOSTCOMPAT: status=0x(?<status>[0-9a-fA-F]+) device=(?<device>0x[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
     public static readonly Regex NoDeviceLine = new(@"VHOSTCOMPAT: no-rngdev.*", RegexOptions.CultureInvariant);
@@ -48,17 +48,9 @@ public sealed class RngQemuGuest : IAsyncDisposable
     private static readonly Regex StatusOrNoDevice = new(@"VHOSTCOMPAT: (status=0x[0-9a-fA-F]+|no-rngdev)", RegexOptions.CultureInvariant);
 
     private RngQemuGuest(ExternalProcess process, string consolePath, string qmpPath)
+        : base(process, consolePath, qmpPath)
     {
-        Process = process;
-        ConsolePath = consolePath;
-        QmpPath = qmpPath;
     }
-
-    public ExternalProcess Process { get; }
-
-    public string ConsolePath { get; }
-
-    public string QmpPath { get; }
 
     /// <summary>True when this QEMU knows the vhost-user-rng-pci device (<c>-device help</c>).</summary>
     public static async Task<bool> HasDeviceAsync(InteropRun run, InteropTools tools)
@@ -77,42 +69,20 @@ public sealed class RngQemuGuest : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(tools);
         ArgumentNullException.ThrowIfNull(options);
         var initrd = await RngInitramfs.GetAsync(tools).ConfigureAwait(false);
-        var console = run.PathFor(name + ".console");
-        var qmp = run.PathFor(name + ".qmp");
-        File.Delete(console);
-        File.Delete(qmp);
-
-        var mem = options.MemoryMb.ToString(CultureInfo.InvariantCulture) + "M";
         var append = "console=ttyS0 panic=-1 quiet"
             + " vhostcompat.count=" + options.BytesPerRead.ToString(CultureInfo.InvariantCulture)
             + " vhostcompat.reads=" + options.Reads.ToString(CultureInfo.InvariantCulture);
-        var args = new List<string>
+        var (process, console, qmp) = StartQemu(run, tools, new Launch(name, options.Accelerator, 1, options.MemoryMb, options.Timeout, initrd, append)
         {
-            "-name", name,
-            "-machine", $"q35,accel={options.Accelerator},memory-backend=mem",
-            "-cpu", options.Accelerator == "tcg" ? "max" : "host,-arch-capabilities",
-            "-smp", "1",
-            "-m", mem,
-            "-object", $"memory-backend-memfd,id=mem,size={mem},share=on",
-            "-nodefaults", "-display", "none", "-no-reboot",
-            "-serial", "file:" + console,
-            "-qmp", $"unix:{qmp},server=on,wait=off",
-            "-chardev", "socket,id=c0,path=" + options.SocketPath,
-            "-device", "vhost-user-rng-pci,chardev=c0,id=rng0" + (options.DeviceProperties.Length > 0 ? "," + options.DeviceProperties : string.Empty),
-            "-kernel", tools.Kernel,
-            "-initrd", initrd,
-            "-append", append,
-        };
-
-        var process = ExternalProcess.Start(new ExternalProcessOptions(name, tools.Qemu, args, run.Directory, options.Timeout));
-        run.AddArtifact($"guest console ({name})", console);
-        run.AddArtifact($"QEMU stderr ({name}, pid {process.Pid})", process.StderrPath);
-        run.AddArtifact($"QEMU stdout ({name})", process.StdoutPath);
+            DeviceArguments =
+            [
+                "-chardev", "socket,id=c0,path=" + options.SocketPath,
+                "-device", "vhost-user-rng-pci,chardev=c0,id=rng0" + (options.DeviceProperties.Length > 0 ? "," + options.DeviceProperties : string.Empty),
+            ],
+            StdoutArtifact = true,
+        });
         return new RngQemuGuest(process, console, qmp);
     }
-
-    public Task<Match?> WaitForConsoleAsync(Regex pattern, TimeSpan timeout) =>
-        LogFile.WaitForLineAsync(ConsolePath, pattern, timeout, Process);
 
     /// <summary>The guest's status line, or the no-device line, or null (nothing in time / QEMU exited).</summary>
     public Task<Match?> WaitForStatusAsync(TimeSpan timeout) => WaitForConsoleAsync(StatusOrNoDevice, timeout);
@@ -128,37 +98,7 @@ public sealed class RngQemuGuest : IAsyncDisposable
                 Convert.FromHexString(m.Groups["hex"].Value.Length % 2 == 0 ? m.Groups["hex"].Value : m.Groups["hex"].Value[..^1])))
             .ToList();
 
-    public Task<bool> WaitForExitAsync(TimeSpan timeout) => Process.WaitForExitAsync(timeout);
-
     /// <summary>Console lines printed by the guest's /init (prefix "VHOSTCOMPAT: ").</summary>
     public IReadOnlyList<string> GuestLines() =>
         LogFile.ReadLines(ConsolePath).Where(l => l.Contains("VHOSTCOMPAT: ", StringComparison.Ordinal)).ToList();
-
-    /// <summary>QEMU stderr lines that are not warnings (a clean boot/poweroff prints none).</summary>
-    public IReadOnlyList<string> StderrErrorLines() =>
-        LogFile.ReadLines(Process.StderrPath).Where(l => !l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
-
-    public IReadOnlyList<string> StderrWarningLines() =>
-        LogFile.ReadLines(Process.StderrPath).Where(l => l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
-
-    /// <summary>Asks QEMU to quit via QMP, then stops the process by PID if it is still there.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        if (!Process.HasExited)
-        {
-            try
-            {
-                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await using var qmp = await QmpClient.ConnectAsync(QmpPath, cts.Token).ConfigureAwait(false);
-                await qmp.ExecuteAsync("quit", null, cts.Token).ConfigureAwait(false);
-                await Process.WaitForExitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or InvalidOperationException or System.Text.Json.JsonException)
-            {
-                // fall through to the signal
-            }
-        }
-
-        await Process.DisposeAsync().ConfigureAwait(false);
-    }
 }

@@ -63,8 +63,6 @@ public sealed class SampleNetBackend : IAsyncDisposable
     // Simple console format, optionally after a timestamp (colour codes removed first): "06:33:12.123 fail: Category[0] ...".
     private static readonly Regex ErrorStart = new(@"^(?:[0-9:.T+\-/]+ ){0,2}(?:fail|crit):", RegexOptions.CultureInvariant);
     private static readonly Regex AnsiEscape = new(@"\x1b\[[0-9;]*m", RegexOptions.CultureInvariant);
-    private static readonly Regex AckedFeatures = new(@"acked virtio features 0x(?<hex>[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
-    private static readonly Regex Request = new(@"\brequest (?<name>[A-Z][A-Z0-9_]+)", RegexOptions.CultureInvariant);
 
     private SampleNetBackend(ExternalProcess process, IReadOnlyList<string> socketPaths)
     {
@@ -84,28 +82,8 @@ public sealed class SampleNetBackend : IAsyncDisposable
 
     public static string DllPath => RepositoryLayout.SampleDll("Net", "VhostCompat.Samples.Net");
 
-    public static async Task<BackendCapabilities> GetCapabilitiesAsync(InteropRun run)
-    {
-        ArgumentNullException.ThrowIfNull(run);
-        await using var p = ExternalProcess.Start(new ExternalProcessOptions(
-            "backend-capabilities", RepositoryLayout.DotnetHost, [DllPath, "--print-capabilities"], run.Directory, TimeSpan.FromSeconds(60)));
-        var exited = await p.WaitForExitAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
-        var stdout = p.ReadStdout();
-        if (!exited || p.ExitCode != 0)
-        {
-            throw new InvalidOperationException(
-                $"'{p.CommandLine}' failed (exit {p.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "none, timed out"}):\n{stdout}\n{p.ReadStderr()}");
-        }
-
-        try
-        {
-            return BackendCapabilities.Parse(stdout);
-        }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or FormatException or InvalidOperationException or OverflowException)
-        {
-            throw new InvalidOperationException($"'{p.CommandLine}' printed no valid capabilities JSON ({e.Message}):\n{stdout}", e);
-        }
-    }
+    public static Task<BackendCapabilities> GetCapabilitiesAsync(InteropRun run) =>
+        SampleProcess.GetCapabilitiesAsync(run, "backend-capabilities", DllPath);
 
     /// <summary>Starts the backend and waits until it has created its listening socket.</summary>
     public static Task<SampleNetBackend> StartAsync(InteropRun run, string socketPath, IEnumerable<string>? extraArguments = null, string name = "backend", TimeSpan? timeout = null) =>
@@ -130,21 +108,11 @@ public sealed class SampleNetBackend : IAsyncDisposable
         }
 
         args.AddRange(extraArguments ?? []);
-        var process = ExternalProcess.Start(new ExternalProcessOptions(name, RepositoryLayout.DotnetHost, args, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
-        {
-            Environment = { ["DOTNET_NOLOGO"] = "1", ["NO_COLOR"] = "1" },
-        });
-        run.AddArtifact($"backend log ({name}, pid {process.Pid}, stdout)", process.StdoutPath);
-        run.AddArtifact($"backend stderr ({name})", process.StderrPath);
+        var process = SampleProcess.Start(run, name, args, timeout, "backend");
         var backend = new SampleNetBackend(process, socketPaths.ToList());
         foreach (var socketPath in socketPaths)
         {
-            if (!await LogFile.WaitForPathAsync(socketPath, TimeSpan.FromSeconds(30), process).ConfigureAwait(false))
-            {
-                var why = process.HasExited ? $"exited with {process.ExitCode}" : "still running";
-                await backend.DisposeAsync().ConfigureAwait(false);
-                throw new InvalidOperationException($"backend did not create {socketPath} within 30 s ({why}): {process.CommandLine}{run.Diagnostics()}");
-            }
+            await SampleProcess.WaitUntilListeningAsync(run, process, backend, socketPath, "backend").ConfigureAwait(false);
         }
 
         return backend;
@@ -154,45 +122,15 @@ public sealed class SampleNetBackend : IAsyncDisposable
     public static bool IsErrorLine(string line) => ErrorStart.IsMatch(AnsiEscape.Replace(line, string.Empty));
 
     /// <summary>"fail:"/"crit:" entries with their indented message lines.</summary>
-    public IReadOnlyList<string> ErrorEntries()
-    {
-        var result = new List<string>();
-        var lines = LogFile.ReadLines(LogPath);
-        for (var i = 0; i < lines.Count; i++)
-        {
-            if (!IsErrorLine(lines[i]))
-            {
-                continue;
-            }
-
-            var entry = lines[i];
-            for (var j = i + 1; j < lines.Count && lines[j].StartsWith(' '); j++)
-            {
-                entry += "\n" + lines[j];
-            }
-
-            result.Add(entry);
-        }
-
-        return result;
-    }
+    public IReadOnlyList<string> ErrorEntries() => SampleProcess.ErrorEntries(LogFile.ReadLines(LogPath));
 
     /// <summary>Value of the last "acked virtio features 0x..." log line (the frontend's SET_FEATURES), if any.</summary>
-    public ulong? LastAckedFeatures()
-    {
-        var m = AckedFeatures.Matches(LogFile.ReadAll(LogPath));
-        return m.Count == 0 ? null : VirtioNetFeatures.ParseHex(m[^1].Groups["hex"].Value);
-    }
+    public ulong? LastAckedFeatures() => SampleProcess.LastAckedFeatures(LogPath);
 
-    public async Task<ulong?> WaitForAckedFeaturesAsync(TimeSpan timeout)
-    {
-        var m = await LogFile.WaitForLineAsync(LogPath, AckedFeatures, timeout, Process).ConfigureAwait(false);
-        return m is null ? null : LastAckedFeatures();
-    }
+    public Task<ulong?> WaitForAckedFeaturesAsync(TimeSpan timeout) => SampleProcess.WaitForAckedFeaturesAsync(LogPath, timeout, Process);
 
     /// <summary>vhost-user requests in the order logged ("request GET_FEATURES" -> GET_FEATURES).</summary>
-    public IReadOnlyList<string> Requests() =>
-        Request.Matches(LogFile.ReadAll(LogPath)).Select(m => m.Groups["name"].Value).ToList();
+    public IReadOnlyList<string> Requests() => SampleProcess.Requests(LogPath);
 
     /// <summary>The request sequence with consecutive repeats collapsed ("SET_VRING_ENABLE x10").</summary>
     public string RequestSequence() => Collapse(Requests());

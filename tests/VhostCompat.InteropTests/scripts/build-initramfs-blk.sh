@@ -30,47 +30,17 @@
 #   VHOSTCOMPAT: done uptime=<s>
 set -euo pipefail
 
-out=${1:?usage: build-initramfs-blk.sh OUTPUT.cpio.gz [KERNEL_VERSION]}
-kver=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
-if [ -z "$kver" ]; then
-  for d in $(ls -1 /lib/modules 2>/dev/null | sort -V -r); do
-    if grep -qE '(^|/)virtio_blk\.ko' "/lib/modules/$d/modules.dep" 2>/dev/null; then kver=$d; break; fi
-  done
-fi
-[ -n "$kver" ] || { echo "build-initramfs-blk: no /lib/modules/<kver> with virtio_blk (install linux-image-amd64)" >&2; exit 2; }
-moddir=/lib/modules/$kver
-[ -r "$moddir/modules.dep" ] || { echo "build-initramfs-blk: $moddir/modules.dep missing" >&2; exit 2; }
-busybox=${BUSYBOX:-/bin/busybox}
-[ -x "$busybox" ] || { echo "build-initramfs-blk: $busybox missing (install busybox-static)" >&2; exit 2; }
-if LC_ALL=C ldd "$busybox" >/dev/null 2>&1; then
-  echo "build-initramfs-blk: $busybox is dynamically linked (install busybox-static)" >&2; exit 2
-fi
-command -v cpio >/dev/null || { echo "build-initramfs-blk: cpio missing" >&2; exit 2; }
+initramfs_name=build-initramfs-blk
+. "$here/initramfs-lib.sh"
+initramfs_setup "${1:?usage: build-initramfs-blk.sh OUTPUT.cpio.gz [KERNEL_VERSION]}" "${2:-}" virtio_blk modules.dep
 command -v gcc >/dev/null || { echo "build-initramfs-blk: gcc missing (needed for blkpattern.c)" >&2; exit 2; }
-
-root=$(mktemp -d "${TMPDIR:-/tmp}/vhostcompat-initramfs-blk.XXXXXX")
-trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
-cp "$busybox" "$root/bin/busybox"
-for applet in sh mount insmod cat echo sleep ls grep cut tr sed wc head mkdir uname poweroff sync dmesg; do
-  ln -s busybox "$root/bin/$applet"
-done
+initramfs_root vhostcompat-initramfs-blk bin dev proc sys tmp lib/modules -- \
+  sh mount insmod cat echo sleep ls grep cut tr sed wc head mkdir uname poweroff sync dmesg
 gcc -O2 -static -Wall -o "$root/bin/blkpattern" "$here/blkpattern.c"
 
-# virtio core + PCI transport + virtio_blk, in dependency order; modules built into the kernel are skipped.
-: > "$root/lib/modules/order"
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
-  rel=$(grep -E "(^|/)$m\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | head -1 | cut -d: -f1 || true)
-  [ -n "$rel" ] || continue
-  case "$rel" in
-    *.ko) cp "$moddir/$rel" "$root/lib/modules/$m.ko" ;;
-    *.ko.xz) xz -dc "$moddir/$rel" > "$root/lib/modules/$m.ko" ;;
-    *.ko.zst) zstd -dcq "$moddir/$rel" > "$root/lib/modules/$m.ko" ;;
-    *.ko.gz) gzip -dc "$moddir/$rel" > "$root/lib/modules/$m.ko" ;;
-  esac
-  echo "$m" >> "$root/lib/modules/order"
-done
+# virtio core + PCI transport + virtio_blk, in dependency order; modules modules.dep does not list are skipped.
+initramfs_modules order skip virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk
 
 cat > "$root/init" <<'INIT'
 #!/bin/sh
@@ -109,7 +79,5 @@ echo "VHOSTCOMPAT: done uptime=$(up)"
 poweroff -f
 INIT
 chmod +x "$root/init"
-tmp="$out.tmp.$$"
-( cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 ) > "$tmp"
-mv "$tmp" "$out"
+initramfs_pack 1
 echo "build-initramfs-blk: $out ($(stat -c %s "$out") bytes, kernel $kver, modules: $(tr '\n' ' ' < "$root/lib/modules/order"))"

@@ -35,50 +35,16 @@
 #   VHOSTCOMPAT: done uptime=<s>
 set -euo pipefail
 
-out=${1:?usage: build-initramfs.sh OUTPUT.cpio.gz [KERNEL_VERSION]}
-kver=${2:-}
-if [ -z "$kver" ]; then
-  for d in $(ls -1 /lib/modules 2>/dev/null | sort -V -r); do
-    if grep -qE '(^|/)virtio_net\.ko' "/lib/modules/$d/modules.dep" 2>/dev/null; then kver=$d; break; fi
-  done
-fi
-[ -n "$kver" ] || { echo "build-initramfs: no /lib/modules/<kver> with virtio_net (install linux-image-amd64)" >&2; exit 2; }
-moddir=/lib/modules/$kver
-[ -r "$moddir/modules.dep" ] || { echo "build-initramfs: $moddir/modules.dep missing" >&2; exit 2; }
-busybox=${BUSYBOX:-/bin/busybox}
-[ -x "$busybox" ] || { echo "build-initramfs: $busybox missing (install busybox-static)" >&2; exit 2; }
-# A dynamically linked busybox would need its libc inside the initramfs.
-if LC_ALL=C ldd "$busybox" >/dev/null 2>&1; then
-  echo "build-initramfs: $busybox is dynamically linked (install busybox-static)" >&2; exit 2
-fi
-command -v cpio >/dev/null || { echo "build-initramfs: cpio missing" >&2; exit 2; }
-
-root=$(mktemp -d "${TMPDIR:-/tmp}/vhostcompat-initramfs.XXXXXX")
-trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,lib/modules}
-cp "$busybox" "$root/bin/busybox"
-for applet in sh mount umount insmod ip cat echo sleep ping arping poweroff ls grep cut tr sed \
-              head tail mkdir uname date seq awk; do
-  ln -s busybox "$root/bin/$applet"
-done
-
+here=$(cd "$(dirname "$0")" && pwd)
+initramfs_name=build-initramfs
+. "$here/initramfs-lib.sh"
+initramfs_setup "${1:?usage: build-initramfs.sh OUTPUT.cpio.gz [KERNEL_VERSION]}" "${2:-}" virtio_net modules.dep
+initramfs_root vhostcompat-initramfs bin dev proc sys tmp run lib/modules -- \
+  sh mount umount insmod ip cat echo sleep ping arping poweroff ls grep cut tr sed \
+  head tail mkdir uname date seq awk
 # Virtio modules in dependency order. Ones that are built in (=y) on this kernel are skipped.
-: > "$root/lib/modules/load-order"
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
-  rel=$(grep -oE "^[^:]*(^|/)$m\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | head -1 | tr -d ':' || true)
-  if [ -z "$rel" ]; then
-    if grep -qE "(^|/)$m\.ko" "$moddir/modules.builtin" 2>/dev/null; then continue; fi
-    echo "build-initramfs: module $m neither loadable nor built in for $kver" >&2; exit 2
-  fi
-  src=$moddir/$rel dst=$root/lib/modules/$m.ko
-  case "$rel" in
-    *.ko)     cp "$src" "$dst" ;;
-    *.ko.xz)  xz -dc "$src" > "$dst" ;;
-    *.ko.zst) zstd -dcq "$src" > "$dst" ;;
-    *.ko.gz)  gzip -dc "$src" > "$dst" ;;
-  esac
-  echo "$m" >> "$root/lib/modules/load-order"
-done
+initramfs_modules load-order builtin-or-fail \
+  virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net
 
 cat > "$root/init" <<'INIT'
 #!/bin/sh
@@ -184,9 +150,5 @@ say "tx_packets=$(cat "$NET/statistics/tx_packets") rx_packets=$(cat "$NET/stati
 finish
 INIT
 chmod 755 "$root/init"
-
-mkdir -p "$(dirname "$out")"
-tmp="$out.tmp.$$"
-( cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null --create --format=newc --quiet | gzip -6 ) > "$tmp"
-mv -f "$tmp" "$out"
+initramfs_pack 6
 echo "build-initramfs: wrote $out ($(stat -c %s "$out") bytes) kernel=$kver modules=$(tr '\n' ' ' < "$root/lib/modules/load-order")"

@@ -1,0 +1,116 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace VhostCompat.InteropTests.Harness;
+
+/// <summary>
+/// What the interop guests (<see cref="QemuGuest"/>, <see cref="RngQemuGuest"/>, <see cref="BlockGuest"/>) share: QEMU
+/// on q35 with a shared memfd, booting the Debian kernel with a busybox initramfs, its serial console in a file and
+/// its QMP socket in the run directory. The process is bounded by a hard timeout and killed by PID.
+/// </summary>
+public abstract class QemuGuestBase : IAsyncDisposable
+{
+    private protected QemuGuestBase(ExternalProcess process, string consolePath, string qmpPath)
+    {
+        Process = process;
+        ConsolePath = consolePath;
+        QmpPath = qmpPath;
+    }
+
+    public ExternalProcess Process { get; }
+
+    /// <summary>Serial console (ttyS0) of the guest.</summary>
+    public string ConsolePath { get; }
+
+    public string QmpPath { get; }
+
+    /// <summary>First console line matching <paramref name="pattern"/>, or null on timeout / QEMU exit.</summary>
+    public Task<Match?> WaitForConsoleAsync(Regex pattern, TimeSpan timeout) =>
+        LogFile.WaitForLineAsync(ConsolePath, pattern, timeout, Process);
+
+    public Task<bool> WaitForExitAsync(TimeSpan timeout) => Process.WaitForExitAsync(timeout);
+
+    /// <summary>QEMU stderr lines that are not warnings (a clean boot/poweroff prints none).</summary>
+    public IReadOnlyList<string> StderrErrorLines() =>
+        LogFile.ReadLines(Process.StderrPath).Where(l => !l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
+
+    public IReadOnlyList<string> StderrWarningLines() =>
+        LogFile.ReadLines(Process.StderrPath).Where(l => l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
+
+    /// <summary>Connects to QEMU's QMP socket (the guest must still be running).</summary>
+    public Task<QmpClient> ConnectQmpAsync(CancellationToken cancellationToken) => QmpClient.ConnectAsync(QmpPath, cancellationToken);
+
+    /// <summary>Asks QEMU to quit via QMP, then stops the process by PID if it is still there.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!Process.HasExited)
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                await using var qmp = await ConnectQmpAsync(cts.Token).ConfigureAwait(false);
+                await qmp.ExecuteAsync("quit", null, cts.Token).ConfigureAwait(false);
+                await Process.WaitForExitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or System.Net.Sockets.SocketException or InvalidOperationException or System.Text.Json.JsonException)
+            {
+                // fall through to the signal
+            }
+        }
+
+        await Process.DisposeAsync().ConfigureAwait(false);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>How one guest's QEMU is started: the common machine plus its own device arguments.</summary>
+    private protected sealed record Launch(string Name, string Accelerator, int Cpus, int MemoryMb, TimeSpan Timeout, string Initrd, string Append)
+    {
+        /// <summary>Arguments between -qmp and -kernel: the vhost-user chardev and the device.</summary>
+        public IReadOnlyList<string> DeviceArguments { get; init; } = [];
+
+        /// <summary>Appended after -append.</summary>
+        public IEnumerable<string> ExtraArguments { get; init; } = [];
+
+        /// <summary>Also list QEMU's stdout among the run's artifacts.</summary>
+        public bool StdoutArtifact { get; init; }
+    }
+
+    /// <summary>
+    /// Deletes a leftover console file and QMP socket of <c>launch.Name</c>, starts QEMU and registers its console and
+    /// stderr (and stdout, if asked) as artifacts of <paramref name="run"/>.
+    /// </summary>
+    private protected static (ExternalProcess Process, string Console, string Qmp) StartQemu(InteropRun run, InteropTools tools, Launch launch)
+    {
+        var name = launch.Name;
+        var console = run.PathFor(name + ".console");
+        var qmp = run.PathFor(name + ".qmp");
+        File.Delete(console);
+        File.Delete(qmp);
+        var mem = launch.MemoryMb.ToString(CultureInfo.InvariantCulture) + "M";
+        var args = new List<string>
+        {
+            "-name", name,
+            "-machine", $"q35,accel={launch.Accelerator},memory-backend=mem",
+            "-cpu", launch.Accelerator == "tcg" ? "max" : "host,-arch-capabilities",
+            "-smp", launch.Cpus.ToString(CultureInfo.InvariantCulture),
+            "-m", mem,
+            "-object", $"memory-backend-memfd,id=mem,size={mem},share=on",
+            "-nodefaults", "-display", "none", "-no-reboot",
+            "-serial", "file:" + console,
+            "-qmp", $"unix:{qmp},server=on,wait=off",
+        };
+        args.AddRange(launch.DeviceArguments);
+        args.AddRange(["-kernel", tools.Kernel, "-initrd", launch.Initrd, "-append", launch.Append]);
+        args.AddRange(launch.ExtraArguments);
+
+        var process = ExternalProcess.Start(new ExternalProcessOptions(name, tools.Qemu, args, run.Directory, launch.Timeout));
+        run.AddArtifact($"guest console ({name})", console);
+        run.AddArtifact($"QEMU stderr ({name}, pid {process.Pid})", process.StderrPath);
+        if (launch.StdoutArtifact)
+        {
+            run.AddArtifact($"QEMU stdout ({name})", process.StdoutPath);
+        }
+
+        return (process, console, qmp);
+    }
+}
