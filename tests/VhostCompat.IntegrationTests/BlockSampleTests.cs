@@ -28,38 +28,14 @@ public sealed class BlockSampleTests : IAsyncLifetime
 
     private async Task StartAsync(bool readOnly = false)
     {
-        string config = Path.GetFileName(Path.GetDirectoryName(AppContext.BaseDirectory.TrimEnd('/')))!; // bin/<Configuration>/net10.0
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "VhostCompat.sln")))
-        {
-            root = Path.GetDirectoryName(root.TrimEnd('/'))!;
-        }
-
-        string dll = Path.Combine(root, "samples", "Block", "bin", config, "net10.0", "VhostCompat.Samples.Block.dll");
         if (!File.Exists(Image))
         {
             await File.WriteAllBytesAsync(Image, new byte[1 << 20]);
         }
 
         string sock = Path.Combine(_dir, "blk.sock");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { dll, "--socket-path", sock, "--image", Image, "--log-level", "Warning" }.Concat(readOnly ? ["--read-only"] : Array.Empty<string>()))
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        _backend = Process.Start(psi)!;
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        while (!File.Exists(sock))
-        {
-            if (_backend.HasExited)
-            {
-                Assert.Fail($"{dll} exited with {_backend.ExitCode}: {await _backend.StandardError.ReadToEndAsync()}");
-            }
-
-            DateTime.UtcNow.Should().BeBefore(deadline);
-            await Task.Delay(50);
-        }
+        _backend = SampleLauncher.Start("Block", new[] { "--socket-path", sock, "--image", Image, "--log-level", "Warning" }.Concat(readOnly ? ["--read-only"] : Array.Empty<string>()).ToArray());
+        await SampleLauncher.WaitForSocketAsync(_backend, sock, TimeSpan.FromSeconds(20));
 
         _fe = await VhostUserFrontend.ConnectAsync(sock);
         await _fe.NegotiateAsync(ulong.MaxValue & ~VirtioFeatureBits.RingPacked, (VhostUserProtocolFeatures)ulong.MaxValue); // the driver below lays out a split ring

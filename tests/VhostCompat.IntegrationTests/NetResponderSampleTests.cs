@@ -34,45 +34,11 @@ public sealed class NetResponderSampleTests : IAsyncLifetime
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    private static string SampleDll()
-    {
-        string config = Path.GetFileName(Path.GetDirectoryName(AppContext.BaseDirectory.TrimEnd('/')))!; // bin/<Configuration>/net10.0
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "VhostCompat.sln")))
-        {
-            root = Path.GetDirectoryName(root.TrimEnd('/'))!;
-        }
-
-        return Path.Combine(root, "samples", "Net", "bin", config, "net10.0", "VhostCompat.Samples.Net.dll");
-    }
-
-    private static Process StartSample(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(SampleDll());
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        return Process.Start(psi)!;
-    }
-
     private async Task StartAsync()
     {
         string sock = Path.Combine(_dir, "net.sock");
-        _backend = StartSample("--socket-path", sock, "--build", "1", "--responder", "10.0.0.1", "--log-level", "Warning");
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!File.Exists(sock))
-        {
-            if (_backend.HasExited)
-            {
-                Assert.Fail($"the Net sample exited with {_backend.ExitCode}: {await _backend.StandardError.ReadToEndAsync()}");
-            }
-
-            DateTime.UtcNow.Should().BeBefore(deadline);
-            await Task.Delay(50);
-        }
+        _backend = SampleLauncher.Start("Net", ["--socket-path", sock, "--build", "1", "--responder", "10.0.0.1", "--log-level", "Warning"]);
+        await SampleLauncher.WaitForSocketAsync(_backend, sock, TimeSpan.FromSeconds(30));
 
         _fe = await VhostUserFrontend.ConnectAsync(sock);
         ulong acked = await _fe.NegotiateAsync(VirtioFeatureBits.Version1 | VirtioFeatureBits.NetMrgRxbuf, (VhostUserProtocolFeatures)ulong.MaxValue);
@@ -316,7 +282,7 @@ public sealed class NetResponderSampleTests : IAsyncLifetime
     [Fact]
     public async Task Refuses_a_non_IPv4_responder_address()
     {
-        using var p = StartSample("--socket-path", Path.Combine(_dir, "x.sock"), "--responder", "fe80::1");
+        using var p = SampleLauncher.Start("Net", "--socket-path", Path.Combine(_dir, "x.sock"), "--responder", "fe80::1");
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         await p.WaitForExitAsync(cts.Token);
         p.ExitCode.Should().Be(2);

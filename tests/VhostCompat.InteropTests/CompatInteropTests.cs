@@ -202,7 +202,7 @@ public sealed class CompatInteropTests(ITestOutputHelper output)
             }
         }
 
-        var qemuErrors = QemuUnexpectedErrors(guest);
+        var qemuErrors = guest.StderrErrorLinesBeyondDisconnect();
         if (qemuErrors.Count > 0)
         {
             problems.Add("QEMU stderr has unexpected error lines after the upgrade:\n" + string.Join('\n', qemuErrors));
@@ -255,7 +255,7 @@ public sealed class CompatInteropTests(ITestOutputHelper output)
         Log($"record generations: after build 2 {Generation(recordV2)}, after build 3 {Generation(recordBefore)}");
         Log($"QEMU still running: {!guest.Process.HasExited}; QEMU stderr (line counts):\n" +
             string.Join('\n', LogFile.ReadLines(guest.StderrPath).GroupBy(l => l).Select(g => $"{g.Count(),4} x {g.Key}")));
-        qemuErrors = QemuUnexpectedErrors(guest);
+        qemuErrors = guest.StderrErrorLinesBeyondDisconnect();
         if (qemuErrors.Count > 0)
         {
             problems.Add("QEMU stderr has unexpected error lines after the refused downgrade:\n" + string.Join('\n', qemuErrors));
@@ -448,22 +448,6 @@ public sealed class CompatInteropTests(ITestOutputHelper output)
         CompatSampleLog.Matches(guest.ConsolePath, CompatSampleLog.Tick) is { Count: > 0 } ticks ? ticks[^1] : null;
 
     private static long Num(System.Text.RegularExpressions.Match m, string group) => long.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture);
-
-    /// <summary>
-    /// QEMU 7.2 stderr lines that are expected when a vhost-user backend goes away under a running guest: the stop path
-    /// still writes to the closed socket ("Failed to set msg fds."), cannot read the ring bases back ("vhost VQ N ring
-    /// restore failed: -22", it then restores them from the used index) and the first failed reconnect is reported once.
-    /// </summary>
-    private static readonly string[] ExpectedDisconnectNoise =
-    [
-        "Failed to set msg fds.",
-        "ring restore failed:",
-        "Unable to connect character device c0: Failed to connect to",
-    ];
-
-    /// <summary>QEMU stderr lines other than warnings and the expected disconnect noise (e.g. "vhost lacks feature mask ... for backend").</summary>
-    private static List<string> QemuUnexpectedErrors(QemuGuest guest) =>
-        guest.StderrErrorLines().Where(l => !ExpectedDisconnectNoise.Any(n => l.Contains(n, StringComparison.Ordinal))).ToList();
 
     private static string Generation(string recordJson)
     {

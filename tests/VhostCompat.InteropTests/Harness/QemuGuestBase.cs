@@ -34,6 +34,22 @@ public abstract class QemuGuestBase : IAsyncDisposable
     public IReadOnlyList<string> StderrErrorLines() =>
         LogFile.ReadLines(Process.StderrPath).Where(l => !l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
 
+    /// <summary>
+    /// QEMU 7.2 stderr lines expected when a vhost-user backend goes away under a running guest: the stop path still
+    /// writes to the closed socket ("Failed to set msg fds."), cannot read the ring bases back ("vhost VQ N ring restore
+    /// failed: -22", it then restores them from the used index), and the first failed reconnect is reported once.
+    /// </summary>
+    public static readonly IReadOnlyList<string> ExpectedDisconnectNoise =
+    [
+        "Failed to set msg fds.",
+        "ring restore failed:",
+        "Unable to connect character device c0: Failed to connect to",
+    ];
+
+    /// <summary>Error lines other than <see cref="ExpectedDisconnectNoise"/> (after a backend was killed or upgraded).</summary>
+    public IReadOnlyList<string> StderrErrorLinesBeyondDisconnect() =>
+        StderrErrorLines().Where(l => !ExpectedDisconnectNoise.Any(n => l.Contains(n, StringComparison.Ordinal))).ToList();
+
     public IReadOnlyList<string> StderrWarningLines() =>
         LogFile.ReadLines(Process.StderrPath).Where(l => l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
 
