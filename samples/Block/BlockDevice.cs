@@ -42,8 +42,15 @@ internal sealed class BlockDevice : VhostUserDevice
 
     private readonly TimeSpan _latency;
 
+    // Held I/O (HoldRequests): reads and writes started while held wait before touching the image, so they stay
+    // taken from the ring and not completed until released. Counted per queue (index) for the Held event.
+    private TaskCompletionSource? _hold;
+    private readonly long[] _heldReads, _heldWrites;
+
     public BlockDevice(SafeFileHandle file, long size, bool readOnly, int queues, string serial, int queueDepth = 1, TimeSpan latency = default)
     {
+        _heldReads = new long[queues];
+        _heldWrites = new long[queues];
         _depth = queueDepth;
         _latency = latency;
         _file = file;
@@ -56,6 +63,23 @@ internal sealed class BlockDevice : VhostUserDevice
     public long Requests;
 
     public override VirtioDeviceType DeviceType => VirtioDeviceType.Block;
+
+    /// <summary>
+    /// Raised (on a thread-pool thread) each time a read or write starts waiting because requests are held:
+    /// the queue index and how many reads and writes of that queue are now held.
+    /// </summary>
+    public event Action<int, long, long>? Held;
+
+    /// <summary>
+    /// Emulates a storage stall: from now on, asynchronous reads and writes wait before doing their I/O, so they
+    /// stay in flight (taken from the ring, not completed) until <see cref="ReleaseRequests"/>. A crash test kills
+    /// the process once the <see cref="Held"/> counts say what it needs, instead of hoping a timed kill finds some.
+    /// </summary>
+    public void HoldRequests() =>
+        Interlocked.CompareExchange(ref _hold, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), null);
+
+    /// <summary>Ends a stall started by <see cref="HoldRequests"/>: every held request proceeds.</summary>
+    public void ReleaseRequests() => Interlocked.Exchange(ref _hold, null)?.TrySetResult();
 
     private const ulong SegMax = 1UL << 2, Ro = 1UL << 5, BlkSize = 1UL << 6, Flush = 1UL << 9, Mq = 1UL << 12, Discard = 1UL << 13, WriteZeroes = 1UL << 14;
 
@@ -231,6 +255,11 @@ internal sealed class BlockDevice : VhostUserDevice
                 await Task.Delay(_latency).ConfigureAwait(false);
             }
 
+            if (Volatile.Read(ref _hold) is { } hold)
+            {
+                await WaitWhileHeldAsync(queue.Index, op.Read, hold.Task).ConfigureAwait(false);
+            }
+
             try
             {
                 if (op.Read)
@@ -264,6 +293,15 @@ internal sealed class BlockDevice : VhostUserDevice
             queue.Wake();
         });
         return true;
+    }
+
+    private async Task WaitWhileHeldAsync(int queue, bool read, Task released)
+    {
+        long[] counts = read ? _heldReads : _heldWrites;
+        Interlocked.Increment(ref counts[queue]);
+        Held?.Invoke(queue, Interlocked.Read(ref _heldReads[queue]), Interlocked.Read(ref _heldWrites[queue]));
+        await released.ConfigureAwait(false);
+        Interlocked.Decrement(ref counts[queue]);
     }
 
     /// <summary>On the worker: copies read data into the guest, writes the status, completes the chain.</summary>

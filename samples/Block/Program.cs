@@ -16,6 +16,8 @@ using VhostCompat.Samples.Block;
 //   --compat-profile P, --state-dir DIR, --print-capabilities, --log-level LEVEL
 //   --progress MS        log the first completed request (time since process start: restart-to-serving)
 //                        and the completed-request count every MS ms while it changes (default 0: off)
+// Signals: SIGTERM stops; SIGUSR1 holds reads and writes before their I/O (an emulated storage stall: they stay
+// in flight, and each newly held one is logged per queue); SIGUSR2 releases them.
 string? socketPath = null, image = null, profile = null, stateDir = null;
 int? inheritedFd = null;
 long size = 0;
@@ -108,8 +110,14 @@ using var stop = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
 using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(
     System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
+var sampleLogger = loggerFactory.CreateLogger("VhostCompat.Samples.Block");
+device.Held += (queue, reads, writes) => StallLog.Held(sampleLogger, queue, reads, writes);
+using var sigusr1 = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+    (System.Runtime.InteropServices.PosixSignal)StallLog.SigUsr1, ctx => { ctx.Cancel = true; StallLog.Holding(sampleLogger); device.HoldRequests(); });
+using var sigusr2 = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+    (System.Runtime.InteropServices.PosixSignal)StallLog.SigUsr2, ctx => { ctx.Cancel = true; StallLog.Releasing(sampleLogger); device.ReleaseRequests(); });
 Thread? progress = progressMs > 0
-    ? RequestProgress.Start(device, loggerFactory.CreateLogger("VhostCompat.Samples.Block"), TimeSpan.FromMilliseconds(progressMs), stop.Token)
+    ? RequestProgress.Start(device, sampleLogger, TimeSpan.FromMilliseconds(progressMs), stop.Token)
     : null;
 try
 {
@@ -179,4 +187,20 @@ internal static partial class RequestProgress
 
     [LoggerMessage(201, LogLevel.Information, "Requests completed: {Count} (+{Delta})")]
     private static partial void LogCompleted(ILogger logger, long count, long delta);
+}
+
+/// <summary>SIGUSR1/SIGUSR2: the emulated storage stall (<see cref="BlockDevice.HoldRequests"/>) and its log lines.</summary>
+internal static partial class StallLog
+{
+    /// <summary>Linux signal numbers (x86-64 and arm64 agree); .NET takes raw numbers cast to PosixSignal.</summary>
+    public const int SigUsr1 = 10, SigUsr2 = 12;
+
+    [LoggerMessage(210, LogLevel.Information, "Holding reads and writes before their I/O (SIGUSR1)")]
+    public static partial void Holding(ILogger logger);
+
+    [LoggerMessage(211, LogLevel.Information, "Releasing held reads and writes (SIGUSR2)")]
+    public static partial void Releasing(ILogger logger);
+
+    [LoggerMessage(212, LogLevel.Information, "Held in flight: queue {Queue} reads={Reads} writes={Writes}")]
+    public static partial void Held(ILogger logger, int queue, long reads, long writes);
 }

@@ -67,4 +67,10 @@ internal static partial class Log
 
     [LoggerMessage(21, LogLevel.Information, "Queue {Index}: inflight region attached, {Resubmit} chains to resubmit (frontend base 0x{FrontendBase:x}, resuming at 0x{Base:x})")]
     public static partial void InflightRecovered(ILogger logger, int index, int resubmit, uint frontendBase, uint @base);
+
+    [LoggerMessage(22, LogLevel.Warning, "Guest memory region at 0x{GuestPhysicalAddress:x} (+0x{Size:x}) is a file that cannot be sealed against shrinking: a frontend truncating it would crash this backend (RequireSealedMemory refuses such files)")]
+    public static partial void UnsealableRegion(ILogger logger, ulong guestPhysicalAddress, ulong size);
+
+    [LoggerMessage(23, LogLevel.Debug, "Guest memory region at 0x{GuestPhysicalAddress:x} (+0x{Size:x}): {Sealing}")]
+    public static partial void RegionSealing(ILogger logger, ulong guestPhysicalAddress, ulong size, string sealing);
 }

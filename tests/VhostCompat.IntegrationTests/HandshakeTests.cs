@@ -34,7 +34,7 @@ public sealed class HandshakeTests
         using var err0 = new EventNotifier();
         await fe.SetVringCallAsync(0, call0);
         await fe.SetVringErrAsync(0, err0);
-        await fe.SetFeaturesAsync(offered);
+        await fe.SetFeaturesAsync(offered & ~VirtioFeatureBits.LogAll); // LOG_ALL is the migration switch, acked only with a log
         fx.Device.AckedFeatures.Should().ContainSingle().Which.Should().Be(fx.Device.DeviceFeatures);
         await fe.SetStatusAsync(DeviceStatus.Acknowledge | DeviceStatus.Driver | DeviceStatus.FeaturesOk);
         (await fe.GetStatusAsync()).Should().Be(DeviceStatus.Acknowledge | DeviceStatus.Driver | DeviceStatus.FeaturesOk);

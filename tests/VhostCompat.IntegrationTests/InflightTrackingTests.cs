@@ -213,7 +213,7 @@ public sealed class InflightTrackingTests
             { "queue size above the device maximum", 2 * 16448, 0, 2, 1024, 65536, "queue size 1024 outside 1..256" },
             { "offset not page aligned", 4224, 100, 2, 128, 8192, "not a page-aligned offset" },
             { "offset overflowing", 4224, ulong.MaxValue - 4095, 2, 128, 8192, "not a page-aligned offset below" },
-            { "file shorter than offset + size", 4224, 4096, 2, 128, 8192, "not a regular file of at least 8320 bytes" },
+            { "file shorter than offset + size", 4224, 4096, 2, 128, 8192, "inflight needs 8320 bytes of its fd but the file has 8192" },
         };
 
         [Theory]
@@ -244,7 +244,7 @@ public sealed class InflightTrackingTests
                 (await Raw.AckAsync(FrontendRequest.SetInflightFd, Description(4224, 0, 2, 128), [read])).Should().Be(1);
             }
 
-            Fx.Logs.Text.Should().Contain("not a regular file");
+            Fx.Logs.Text.Should().Contain("inflight fd is not a regular memory file");
             await AssertNoLeaksAfterDisconnectAsync();
         }
 

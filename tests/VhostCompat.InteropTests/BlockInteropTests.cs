@@ -66,7 +66,11 @@ public sealed class BlockInteropTests(ITestOutputHelper output)
             CheckDevice(second, serial, problems, "boot 2");
         }
 
-        await Task.Delay(TimeSpan.FromMilliseconds(500));
+        if (await CompatSampleLog.WaitForAllDisconnectedAsync(backend.LogPath, TimeSpan.FromSeconds(30), backend.Process) is { } notClosed)
+        {
+            problems.Add("after the last guest quit, " + notClosed);
+        }
+
         var wasRunning = !backend.Process.HasExited;
         await backend.StopAsync();
         var requests = backend.RequestCount();

@@ -63,8 +63,12 @@ public sealed class QemuNetInteropTests(ITestOutputHelper output)
             }
         }
 
-        // Let the backend notice the disconnect and flush its log, then stop it gracefully.
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // The backend has noticed the disconnect (its log says so); then stop it gracefully.
+        if (await CompatSampleLog.WaitForAllDisconnectedAsync(backend.LogPath, TimeSpan.FromSeconds(30), backend.Process) is { } notClosed)
+        {
+            problems.Add("after QEMU quit, " + notClosed);
+        }
+
         if (backend.Process.HasExited && backend.Process.ExitCode != 0)
         {
             problems.Add($"the backend exited with code {backend.Process.ExitCode} before it was stopped (QEMU disconnecting must not end a listening backend)");

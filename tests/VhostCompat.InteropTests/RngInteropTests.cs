@@ -95,8 +95,12 @@ public sealed class RngInteropTests(ITestOutputHelper output)
             }
         }
 
-        // Let the backend notice the disconnect, then stop it the way a service manager does (SIGTERM).
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // The backend has noticed the disconnect (its log says so); then stop it the way a service manager does (SIGTERM).
+        if (await CompatSampleLog.WaitForAllDisconnectedAsync(backend.LogPath, TimeSpan.FromSeconds(30), backend.Process) is { } notClosed)
+        {
+            problems.Add("after QEMU quit, " + notClosed);
+        }
+
         if (backend.Process.HasExited)
         {
             problems.Add($"the backend exited with code {backend.Process.ExitCode} before it was stopped (QEMU disconnecting must not end a listening backend)");

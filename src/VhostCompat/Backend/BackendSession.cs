@@ -187,6 +187,13 @@ internal sealed class BackendSession
                 }
 
                 return null;
+            case OutcomeKind.Close:
+            {
+                Metrics.RefusedRequests.Add(1, new KeyValuePair<string, object?>("vhostcompat.request", name));
+                string closing = $"{name} refused: {outcome.Reason}";
+                Log.ClosingOnError(_logger, closing);
+                return closing;
+            }
             default:
                 Log.Refused(_logger, name, outcome.Reason);
                 Metrics.RefusedRequests.Add(1, new KeyValuePair<string, object?>("vhostcompat.request", name));
@@ -228,6 +235,9 @@ internal sealed class BackendSession
         Ack,
         Reply,
         Reject,
+
+        /// <summary>Refused, and the connection is closed whatever the flags: a reply would be taken for success.</summary>
+        Close,
     }
 
     internal readonly record struct Outcome(OutcomeKind Kind, byte[] Payload, string Reason, FileDescriptor? Fd = null)
@@ -240,6 +250,8 @@ internal sealed class BackendSession
         public static Outcome Reply(byte[] payload, FileDescriptor fd) => new(OutcomeKind.Reply, payload, string.Empty, fd);
 
         public static Outcome Reject(string reason) => new(OutcomeKind.Reject, [], reason);
+
+        public static Outcome Close(string reason) => new(OutcomeKind.Close, [], reason);
     }
 
     /// <summary>Validates and applies one request; does not send anything.</summary>
@@ -410,6 +422,13 @@ internal sealed class BackendSession
         }
 
         bool loggingChanged = ((_ackedFeatures ^ features) & VirtioFeatureBits.LogAll) != 0;
+        if ((features & VirtioFeatureBits.LogAll) != 0 && _log is null)
+        {
+            // QEMU installs the log (SET_LOG_BASE) before it turns logging on and never checks this reply: going on
+            // would leave every write of the migration unlogged. Closing makes QEMU fail the migration instead.
+            return Outcome.Close($"VHOST_F_LOG_ALL acked (features 0x{features:x}) but no dirty log was installed (SET_LOG_BASE): writes would go unlogged");
+        }
+
         _ackedFeatures = features;
         _featuresSet = true;
         if (loggingChanged)
@@ -452,15 +471,23 @@ internal sealed class BackendSession
     {
         var d = LogDescriptionPayload.Read(message.Payload);
         using FileDescriptor fd = message.TakeFd(0);
-        DirtyLog? log = DirtyLog.TryMap(d, fd, _memory, out string error);
+        DirtyLog? log = DirtyLog.TryMap(d, fd, _memory, _options.RequireSealedMemory, out string error);
         if (log is null)
         {
-            return Outcome.Reject(error);
+            // QEMU ignores the reply's value and releases its previous log right after it: if one is installed (or
+            // logging is on), marks would keep going where nobody reads. Close, so that the migration fails loudly.
+            return Logging || _log is not null
+                ? Outcome.Close($"replacement dirty log refused while {(Logging ? "logging is on" : "a log is installed")}: {error}")
+                : Outcome.Reject(error);
         }
 
+        // Every queue switches to the new log on its worker (Invoke waits); then the old log is retired, which waits
+        // for marks still being written into it from other threads. Only then is the reply sent: once QEMU has it, it
+        // reads the old log one last time and frees it, so nothing may be marked there afterwards.
         DirtyLog? old = _log;
         _log = log;
         ApplyLogging();
+        old?.Retire();
         old?.Release();
 
         // With LOG_SHMFD the frontend waits for a reply to SET_LOG_BASE (QEMU checks only its request code).
@@ -509,7 +536,7 @@ internal sealed class BackendSession
         for (int i = 0; i < count; i++)
         {
             using FileDescriptor fd = message.TakeFd(i);
-            GuestMemoryRegion? region = GuestMemoryRegion.TryMap(descriptions[i], fd, out string error);
+            GuestMemoryRegion? region = GuestMemoryRegion.TryMap(descriptions[i], fd, _options.RequireSealedMemory, out string error);
             if (region is null)
             {
                 // All or nothing: the previous table stays in force.
@@ -522,10 +549,23 @@ internal sealed class BackendSession
             }
 
             mapped[i] = region;
+            ReportSealing(region);
         }
 
         InstallMemory(new GuestMemoryTable(mapped));
         return Outcome.Ok;
+    }
+
+    private void ReportSealing(GuestMemoryRegion region)
+    {
+        if (region.Sealing == Interop.FileSealing.Unsealable)
+        {
+            Log.UnsealableRegion(_logger, region.GuestPhysicalAddress, region.Size);
+        }
+        else
+        {
+            Log.RegionSealing(_logger, region.GuestPhysicalAddress, region.Size, region.Sealing.ToString());
+        }
     }
 
     private Outcome AddMemReg(VhostUserMessage message)
@@ -554,12 +594,13 @@ internal sealed class BackendSession
         }
 
         using FileDescriptor fd = message.TakeFd(0);
-        GuestMemoryRegion? region = GuestMemoryRegion.TryMap(d, fd, out string error);
+        GuestMemoryRegion? region = GuestMemoryRegion.TryMap(d, fd, _options.RequireSealedMemory, out string error);
         if (region is null)
         {
             return Outcome.Reject(error);
         }
 
+        ReportSealing(region);
         foreach (var r in _memory.Regions)
         {
             r.AddRef();
@@ -1001,7 +1042,7 @@ internal sealed class BackendSession
     private Outcome SetInflightFd(InflightDescriptionPayload d, VhostUserMessage message)
     {
         using FileDescriptor fd = message.TakeFd(0);
-        InflightArea? area = InflightArea.TryMap(d, fd, PackedRing, _rings.Length, _maxQueueSize, out string error);
+        InflightArea? area = InflightArea.TryMap(d, fd, PackedRing, _rings.Length, _maxQueueSize, _options.RequireSealedMemory, out string error);
         if (area is null)
         {
             return Outcome.Reject(error);

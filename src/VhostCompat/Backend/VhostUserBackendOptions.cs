@@ -70,6 +70,16 @@ public sealed class VhostUserBackendOptions
     /// <summary>Busy-poll rings instead of waiting for kicks (own pool only): lowest latency, one core per worker.</summary>
     public bool BusyPoll { get; set; }
 
+    /// <summary>
+    /// Refuse guest memory, log and inflight files that cannot be sealed against shrinking. A region's file that
+    /// shrinks after it was mapped makes the next access raise SIGBUS, which kills a .NET process. The backend adds
+    /// F_SEAL_SHRINK to every sealable memfd it maps (QEMU's memory-backend-memfd arrives sealed already); with this
+    /// option it refuses every file it cannot seal: memfds created without MFD_ALLOW_SEALING (DPDK virtio-user
+    /// <c>--no-huge</c>), hugetlbfs and tmpfs files, other file systems. Default: false (such files are accepted and
+    /// a warning is logged for each region).
+    /// </summary>
+    public bool RequireSealedMemory { get; set; }
+
     /// <summary>Validates the options; throws <see cref="ArgumentException"/> naming the bad setting.</summary>
     public void Validate()
     {

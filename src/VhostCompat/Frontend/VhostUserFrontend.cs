@@ -323,7 +323,8 @@ public sealed class VhostUserFrontend : IAsyncDisposable
     /// <summary>
     /// The usual opening: GET_FEATURES, GET/SET_PROTOCOL_FEATURES (offer ∩ <paramref name="protocolFeatures"/>),
     /// SET_OWNER, SET_FEATURES (offer ∩ <paramref name="features"/>, plus VHOST_USER_F_PROTOCOL_FEATURES if offered).
-    /// Returns the acked virtio features.
+    /// VHOST_F_LOG_ALL is never acked here: like QEMU, a frontend turns it on for a migration with
+    /// <see cref="SetFeaturesAsync"/> after <see cref="SetLogBaseAsync"/> has installed a log. Returns the acked virtio features.
     /// </summary>
     public async Task<ulong> NegotiateAsync(ulong features, VhostUserProtocolFeatures protocolFeatures, CancellationToken cancellationToken = default)
     {
@@ -335,7 +336,7 @@ public sealed class VhostUserFrontend : IAsyncDisposable
         }
 
         await SetOwnerAsync(cancellationToken).ConfigureAwait(false);
-        ulong acked = (offered & features) | (offered & VirtioFeatureBits.ProtocolFeatures);
+        ulong acked = (offered & features & ~VirtioFeatureBits.LogAll) | (offered & VirtioFeatureBits.ProtocolFeatures);
         await SetFeaturesAsync(acked, cancellationToken).ConfigureAwait(false);
         return acked;
     }

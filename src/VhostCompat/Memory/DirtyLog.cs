@@ -30,7 +30,10 @@ internal sealed class DirtyLog
     public ulong Pages => Size * 8;
 
     /// <summary>Maps the log; checks the fd and that the bitmap covers every page of <paramref name="table"/>.</summary>
-    public static DirtyLog? TryMap(LogDescriptionPayload d, FileDescriptor fd, GuestMemoryTable table, out string error)
+    public static DirtyLog? TryMap(LogDescriptionPayload d, FileDescriptor fd, GuestMemoryTable table, out string error) => TryMap(d, fd, table, requireSealed: false, out error);
+
+    /// <inheritdoc cref="TryMap(LogDescriptionPayload, FileDescriptor, GuestMemoryTable, out string)"/>
+    public static DirtyLog? TryMap(LogDescriptionPayload d, FileDescriptor fd, GuestMemoryTable table, bool requireSealed, out string error)
     {
         error = string.Empty;
         if (d.MmapSize == 0 || d.MmapSize > (1UL << 40))
@@ -58,7 +61,7 @@ internal sealed class DirtyLog
             return null;
         }
 
-        MemoryMapping? mapping = MemoryMapping.TryMapFrontendFile(fd, d.MmapOffset + d.MmapSize, "log", out error);
+        MemoryMapping? mapping = MemoryMapping.TryMapFrontendFile(fd, d.MmapOffset + d.MmapSize, "log", requireSealed, out error);
         if (mapping is null)
         {
             return null;
@@ -66,6 +69,50 @@ internal sealed class DirtyLog
 
         return new DirtyLog(mapping, d.MmapOffset, d.MmapSize);
     }
+
+    // Marks in progress (TryMark); Retire waits for them to drain after setting _retired.
+    private int _writers;
+    private volatile bool _retired;
+
+    /// <summary>
+    /// Marks [gpa, gpa+length) unless the log has been retired (replaced): returns false then, and the caller marks
+    /// the log now current instead. A mark that has started when <see cref="Retire"/> is called finishes before it returns.
+    /// </summary>
+    public bool TryMark(ulong gpa, ulong length)
+    {
+        Interlocked.Increment(ref _writers);
+        try
+        {
+            if (_retired)
+            {
+                return false;
+            }
+
+            Mark(gpa, length);
+            return true;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _writers);
+        }
+    }
+
+    /// <summary>
+    /// The frontend has replaced this log: no mark may land in it any more. Call after the replacement is current for
+    /// every writer; waits (bounded) until marks already inside <see cref="TryMark"/> have finished.
+    /// </summary>
+    public void Retire()
+    {
+        _retired = true;
+        Interlocked.MemoryBarrier();
+        if (!SpinWait.SpinUntil(() => Volatile.Read(ref _writers) == 0, TimeSpan.FromSeconds(5)))
+        {
+            throw new IOException("a dirty-log mark did not finish within 5 s of the log's replacement");
+        }
+    }
+
+    /// <summary>True once <see cref="Retire"/> was called.</summary>
+    public bool IsRetired => _retired;
 
     /// <summary>Marks every page touched by [gpa, gpa+length); pages beyond the bitmap are ignored (the size was checked against the memory table).</summary>
     public unsafe void Mark(ulong gpa, ulong length)

@@ -65,9 +65,14 @@ internal sealed class GuestMemoryRegion
     /// <summary>
     /// Maps a region from its fd (which the caller keeps and closes). The fd must be a regular file
     /// (memfd, hugetlbfs or tmpfs file) at least <c>mmap_offset + size</c> long: touching a mapping
-    /// beyond the end of its file raises SIGBUS, which .NET cannot catch.
+    /// beyond the end of its file raises SIGBUS, which .NET cannot catch. So before its size is checked the
+    /// file is sealed against shrinking (<see cref="FrontendFileSeals"/>): a frontend that truncates it later
+    /// gets EPERM instead of killing the backend. With requireSealed, files that cannot be sealed are refused.
     /// </summary>
-    public static GuestMemoryRegion? TryMap(MemoryRegionPayload d, FileDescriptor fd, out string error)
+    public static GuestMemoryRegion? TryMap(MemoryRegionPayload d, FileDescriptor fd, out string error) => TryMap(d, fd, requireSealed: false, out error);
+
+    /// <inheritdoc cref="TryMap(MemoryRegionPayload, FileDescriptor, out string)"/>
+    public static GuestMemoryRegion? TryMap(MemoryRegionPayload d, FileDescriptor fd, bool requireSealed, out string error)
     {
         error = ValidateDescription(d) ?? string.Empty;
         if (error.Length != 0)
@@ -75,22 +80,9 @@ internal sealed class GuestMemoryRegion
             return null;
         }
 
-        if (!Libc.TryGetFileInfo(fd.Value, out long fileSize, out uint mode, out int errno))
-        {
-            error = Libc.ErrorText("fstat", errno);
-            return null;
-        }
-
-        if ((mode & Libc.S_IFMT) != Libc.S_IFREG)
-        {
-            error = $"region fd is not a regular memory file (file type 0{Convert.ToString(mode & Libc.S_IFMT, 8)})";
-            return null;
-        }
-
         ulong end = d.MmapOffset + d.MemorySize;
-        if ((ulong)fileSize < end)
+        if (!MemoryMapping.TryCheckFrontendFile(fd, end, "region", requireSealed, out FileSealing sealing, out long fileSize, out error))
         {
-            error = $"region needs {end} bytes of its fd but the file has {fileSize}";
             return null;
         }
 
@@ -102,15 +94,18 @@ internal sealed class GuestMemoryRegion
             mapLength = end;
         }
 
-        MemoryMapping? mapping = MemoryMapping.TryMap(fd.Value, mapLength, out errno);
+        MemoryMapping? mapping = MemoryMapping.TryMap(fd.Value, mapLength, out int errno);
         if (mapping is null)
         {
             error = Libc.ErrorText("mmap", errno);
             return null;
         }
 
-        return new GuestMemoryRegion(d, mapping);
+        return new GuestMemoryRegion(d, mapping) { Sealing = sealing };
     }
+
+    /// <summary>Whether the region's file is protected against shrinking (Unsealable: a frontend truncating it would fault the backend).</summary>
+    public FileSealing Sealing { get; private init; }
 
     public bool Matches(MemoryRegionPayload d) =>
         d.GuestPhysicalAddress == GuestPhysicalAddress && d.MemorySize == Size && d.UserspaceAddress == UserspaceAddress;

@@ -87,6 +87,8 @@ internal sealed class InflightArea
 
         ulong size = (ulong)queues * QueueRegionSize(queueSize, packed);
         FileDescriptor created = FileDescriptor.CreateMemfd("vhostcompat-inflight", (long)size);
+        // Sealed at birth: the frontend hands this fd back after a restart, and nobody may shrink it under a mapping.
+        Libc.TryAddSeals(created.Value, Libc.F_SEAL_SHRINK, out _);
         MemoryMapping? mapping = MemoryMapping.TryMap(created.Value, size, out int errno);
         if (mapping is null)
         {
@@ -100,7 +102,11 @@ internal sealed class InflightArea
     }
 
     /// <summary>SET_INFLIGHT_FD: maps the frontend's buffer after checking its shape against the layout and the fd's size.</summary>
-    public static InflightArea? TryMap(InflightDescriptionPayload d, FileDescriptor fd, bool packed, int maxQueues, int maxQueueSize, out string error)
+    public static InflightArea? TryMap(InflightDescriptionPayload d, FileDescriptor fd, bool packed, int maxQueues, int maxQueueSize, out string error) =>
+        TryMap(d, fd, packed, maxQueues, maxQueueSize, requireSealed: false, out error);
+
+    /// <inheritdoc cref="TryMap(InflightDescriptionPayload, FileDescriptor, bool, int, int, out string)"/>
+    public static InflightArea? TryMap(InflightDescriptionPayload d, FileDescriptor fd, bool packed, int maxQueues, int maxQueueSize, bool requireSealed, out string error)
     {
         if (!CheckShape(d.NumQueues, d.QueueSize, maxQueues, maxQueueSize, out error))
         {
@@ -120,7 +126,7 @@ internal sealed class InflightArea
             return null;
         }
 
-        MemoryMapping? mapping = MemoryMapping.TryMapFrontendFile(fd, d.MmapOffset + d.MmapSize, "inflight", out error);
+        MemoryMapping? mapping = MemoryMapping.TryMapFrontendFile(fd, d.MmapOffset + d.MmapSize, "inflight", requireSealed, out error);
         if (mapping is null)
         {
             return null;

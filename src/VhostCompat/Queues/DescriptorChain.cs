@@ -43,11 +43,6 @@ public sealed class DescriptorChain
     /// <summary>The memory table the chain's addresses were translated against (kept mapped while it is in flight).</summary>
     internal Memory.GuestMemoryTable? Table { get; set; }
 
-    /// <summary>
-    /// The dirty log to mark when writing: the queue's log at the time of the write, not of the pop, so a chain
-    /// held across the start of a migration (or a log replacement) is logged in the log that is current.
-    /// </summary>
-    private Memory.DirtyLog? Log => _owner.CurrentLog;
 
     internal void Reset()
     {
@@ -142,7 +137,9 @@ public sealed class DescriptorChain
 
             int n = Math.Min(s.Length - skip, source.Length - written);
             source.Slice(written, n).CopyTo(new Span<byte>((byte*)s.Address + skip, n));
-            Log?.Mark(s.GuestPhysicalAddress + (ulong)skip, (ulong)n);
+            // The queue's log at the time of the write, not of the pop: a chain held across the start of a migration
+            // (or a log replacement) is marked in the log that is current when its bytes land.
+            _owner.MarkDirty(s.GuestPhysicalAddress + (ulong)skip, (ulong)n);
             written += n;
             skip = 0;
         }

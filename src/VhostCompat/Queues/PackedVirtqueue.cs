@@ -332,10 +332,11 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         Unsafe.WriteUnaligned(d + 12, chain.Head); // the buffer id (packed chains are pooled by it)
         ushort flags = (ushort)((_usedWrap ? QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed : 0) | (length > 0 ? QueueLayout.DescFlagWrite : 0));
         Volatile.Write(ref *(ushort*)(d + 14), flags); // release: id and len are visible first
-        if (DirtyLog is { } log && Memory.TryFrontendVirtualToGuestPhysical(_ringAddress + ((ulong)_usedIndex * QueueLayout.DescriptorSize), out ulong gpa))
+        if (DirtyLog is not null && Memory.TryFrontendVirtualToGuestPhysical(_ringAddress + ((ulong)_usedIndex * QueueLayout.DescriptorSize), out ulong gpa))
         {
-            log.Mark(gpa, QueueLayout.DescriptorSize);
+            MarkDirty(gpa, QueueLayout.DescriptorSize);
         }
+
         _usedIndex = usedAfter;
         _usedWrap = wrapAfter;
         _inflight?.EndPush(chain.InflightEntry, usedAfter, wrapAfter);
@@ -347,6 +348,16 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         if (!IsBroken)
         {
             Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventDisable);
+            LogDeviceAreaWrite();
+        }
+    }
+
+    /// <summary>The device event suppression area is guest memory the device writes: mark it while logging.</summary>
+    private void LogDeviceAreaWrite()
+    {
+        if (DirtyLog is not null && Memory.TryFrontendVirtualToGuestPhysical(_deviceAreaAddress + 2, out ulong gpa))
+        {
+            MarkDirty(gpa, 2);
         }
     }
 
@@ -359,6 +370,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
         // Device area flags = ENABLE: the driver should kick for new buffers.
         Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventEnable);
+        LogDeviceAreaWrite();
         Interlocked.MemoryBarrier();
         return IsAvailable(_lastAvail, _availWrap) || _resubmitNext < _resubmit.Length;
     }

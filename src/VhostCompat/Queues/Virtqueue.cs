@@ -321,11 +321,11 @@ public abstract class Virtqueue
         public ulong Gpa;
     }
 
-    private DirtyLog? _log;
+    private volatile DirtyLog? _log;
     private bool _logUsed;
     private ulong _logUsedAddress;
 
-    /// <summary>The dirty log while the frontend has VHOST_F_LOG_ALL on (worker thread only).</summary>
+    /// <summary>The dirty log while the frontend has VHOST_F_LOG_ALL on (set on the worker; read by any thread that writes a chain).</summary>
     private protected DirtyLog? DirtyLog => _log;
 
     internal void SetLog(DirtyLog? log) => _log = log;
@@ -340,12 +340,29 @@ public abstract class Virtqueue
     /// <summary>Marks a write at <paramref name="offset"/> bytes into the used ring (split) or device-written ring (packed).</summary>
     private protected void LogRingWrite(ulong offset, ulong length)
     {
-        if (_log is { } log && _logUsed)
+        if (_logUsed)
         {
-            log.Mark(_logUsedAddress + offset, length);
+            MarkDirty(_logUsedAddress + offset, length);
         }
     }
 
-    /// <summary>The dirty log device writes are marked in, read at write time (worker thread only).</summary>
-    internal DirtyLog? CurrentLog => _log;
+    /// <summary>
+    /// Marks a guest write in the log current at this moment. A log retired by SET_LOG_BASE after it was read here is
+    /// never written: the replacement is already installed then, so the mark goes there. No log: nothing to do.
+    /// </summary>
+    internal void MarkDirty(ulong gpa, ulong length)
+    {
+        for (DirtyLog? log = _log; log is not null; log = _log)
+        {
+            if (log.TryMark(gpa, length))
+            {
+                return;
+            }
+
+            if (ReferenceEquals(log, _log))
+            {
+                return; // retired and not replaced for this queue (logging being switched off): nobody reads it
+            }
+        }
+    }
 }

@@ -38,6 +38,9 @@ public sealed class BlockSampleBackend : IAsyncDisposable
     /// <summary>--progress: the completed-request count, logged every interval while it changes.</summary>
     public static readonly Regex CompletedLine = new(@"Requests completed: (?<n>\d+) \(\+(?<delta>-?\d+)\)", RegexOptions.CultureInvariant);
 
+    /// <summary>SIGUSR1 (an emulated storage stall): a read or write newly held in flight, with the queue's held counts.</summary>
+    public static readonly Regex HeldLine = new(@"Held in flight: queue (?<queue>\d+) reads=(?<reads>\d+) writes=(?<writes>\d+)", RegexOptions.CultureInvariant);
+
     /// <summary>The SDK's queue lines: "Queue N started (size S, enabled E, next avail B)" and the stopped/enabled variants.</summary>
     public static readonly Regex QueueLine = new(@"Queue (?<index>\d+) (?<state>.+?) \(size (?<size>\d+), enabled (?<enabled>\w+), next avail (?<base>\d+)\)", RegexOptions.CultureInvariant);
 

@@ -40,6 +40,32 @@ public static class CompatSampleLog
         }
     }
 
+    /// <summary>
+    /// Waits until the backend has logged a "Frontend disconnected" line for every "Frontend connected" one (it has
+    /// noticed that every frontend went away and released its session), instead of a fixed delay. Returns a
+    /// description of what was observed when that did not happen within <paramref name="timeout"/>, otherwise null.
+    /// </summary>
+    public static async Task<string?> WaitForAllDisconnectedAsync(string path, TimeSpan timeout, ExternalProcess? stopWhenExited = null)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            int connected = Matches(path, Connected).Count, disconnected = Matches(path, Disconnected).Count;
+            if (disconnected >= connected)
+            {
+                return null;
+            }
+
+            if (stopWhenExited?.HasExited == true || clock.Elapsed >= timeout)
+            {
+                return $"the backend logged {connected} 'Frontend connected' and {disconnected} 'Frontend disconnected' line(s) " +
+                       $"{(stopWhenExited?.HasExited == true ? "before it exited" : $"after {timeout.TotalSeconds:F0} s")}";
+            }
+
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+    }
+
     public static ulong Hex(Match m, string group) => ulong.Parse(m.Groups[group].Value, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
 
     /// <summary>
