@@ -99,4 +99,52 @@ public sealed class DirtyLogTests
         BinaryPrimitives.ReadUInt64LittleEndian((await raw.ReceiveAsync())!.Value.Payload).Should().Be(1, "the fd is too short for offset + size");
         fx.Logs.Text.Should().Contain("cannot cover guest memory");
     }
+
+    [Fact]
+    public async Task A_log_replacement_refused_while_logging_closes_the_connection_so_the_migration_fails_loudly()
+    {
+        await using var fx = new BackendFixture();
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        ulong acked = await fe.NegotiateAsync(ulong.MaxValue, (VhostUserProtocolFeatures)ulong.MaxValue);
+        using var mem = new GuestMemory(0x1_0000_0000, 1 << 20);
+        await fe.SetMemTableAsync([mem]);
+        using var log = new DirtyPageLog(0x1_0010_0000);
+        await fe.SetLogBaseAsync(log);
+        await fe.SetFeaturesAsync(acked | VirtioFeatureBits.LogAll);
+
+        // QEMU ignores SET_LOG_BASE's reply value and frees its previous log after it: a refusal answered with a
+        // reply would leave the backend marking pages nobody reads. The backend closes the connection instead.
+        using var tooSmall = new DirtyPageLog(4 << 20);
+        var act = () => fe.SetLogBaseAsync(tooSmall);
+        await act.Should().ThrowAsync<VhostUserRequestException>();
+        await fx.WaitSessionsEndedAsync(1);
+        fx.LastSessionEndReason.Should().Contain("replacement dirty log refused while logging is on").And.Contain("cannot cover guest memory");
+    }
+
+    [Fact]
+    public async Task Log_all_acked_before_the_log_as_when_QEMU_starts_a_device_during_a_migration_is_accepted_and_logged_once_the_log_arrives()
+    {
+        await using var fx = new BackendFixture();
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        ulong acked = await fe.NegotiateAsync(ulong.MaxValue, (VhostUserProtocolFeatures)ulong.MaxValue);
+        (acked & VirtioFeatureBits.LogAll).Should().Be(0UL, "the C# frontend, like QEMU, turns logging on only for a migration");
+
+        // vhost_dev_start with log_enabled: SET_FEATURES(LOG_ALL), memory, rings, and SET_LOG_BASE last.
+        await fe.SetFeaturesAsync(acked | VirtioFeatureBits.LogAll);
+        using var mem = new GuestMemory(0, 4 << 20);
+        await fe.SetMemTableAsync([mem]);
+        var ring = new SplitRingDriver(mem, 0, 64);
+        using var kick = new EventNotifier();
+        await ring.ConfigureAsync(fe, 0, kick, null);
+        await fe.SetVringEnableAsync(0, true);
+        using var log = new DirtyPageLog(4 << 20);
+        await fe.SetLogBaseAsync(log);
+        ring.AddRequest("logged once the log is there"u8, 64);
+        kick.Signal();
+        await ring.WaitUsedAsync(1);
+        log.IsDirty(ring.LastWritable).Should().BeTrue();
+        fx.SessionsEnded.Should().Be(0);
+    }
 }

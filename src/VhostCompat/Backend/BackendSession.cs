@@ -422,13 +422,8 @@ internal sealed class BackendSession
         }
 
         bool loggingChanged = ((_ackedFeatures ^ features) & VirtioFeatureBits.LogAll) != 0;
-        if ((features & VirtioFeatureBits.LogAll) != 0 && _log is null)
-        {
-            // QEMU installs the log (SET_LOG_BASE) before it turns logging on and never checks this reply: going on
-            // would leave every write of the migration unlogged. Closing makes QEMU fail the migration instead.
-            return Outcome.Close($"VHOST_F_LOG_ALL acked (features 0x{features:x}) but no dirty log was installed (SET_LOG_BASE): writes would go unlogged");
-        }
-
+        // LOG_ALL may arrive before any log: a device QEMU starts while a migration runs gets SET_FEATURES(LOG_ALL)
+        // first and SET_LOG_BASE only after its rings (vhost_dev_start). Writes are marked once a log is installed.
         _ackedFeatures = features;
         _featuresSet = true;
         if (loggingChanged)
