@@ -278,12 +278,11 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
             return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16");
         }
 
-        if (!Memory.TryTranslateGuestPhysical(addr, len, out nint t))
+        if (!TryLocateIndirectTable(addr, len, out byte* table))
         {
-            return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside one guest memory region");
+            return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside guest memory");
         }
 
-        byte* table = (byte*)t;
         bool sawWritable = false;
         for (int i = 0; i < len / QueueLayout.DescriptorSize; i++)
         {

@@ -195,12 +195,12 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
                     return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {Size} entries");
                 }
 
-                if (!Memory.TryTranslateGuestPhysical(addr, len, out nint t))
+                if (!TryLocateIndirectTable(addr, len, out byte* t))
                 {
-                    return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside one guest memory region");
+                    return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside guest memory");
                 }
 
-                table = (byte*)t;
+                table = t;
                 tableSize = (int)(len / QueueLayout.DescriptorSize);
                 indirect = true;
                 index = 0;

@@ -1,4 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using VhostCompat.Interop;
 using VhostCompat.Memory;
 using DirtyLog = VhostCompat.Memory.DirtyLog;
@@ -312,6 +314,47 @@ public abstract class Virtqueue
             s.Gpa += len;
             return ok;
         });
+    }
+
+    // Indirect tables that cross a region boundary are copied here (allocated on first use, pinned, Size entries).
+    private byte[]? _indirectCopy;
+
+    /// <summary>
+    /// Locates an indirect table of <paramref name="length"/> bytes (at most <see cref="Size"/> entries, checked by the
+    /// caller). Inside one region it is read in place; across GPA-adjacent regions (a guest with several memory slots
+    /// produces such tables, and their host mappings are unrelated) it is copied piecewise into a per-queue buffer,
+    /// which also gives the walk a stable snapshot. False when any byte is outside guest memory.
+    /// </summary>
+    private protected unsafe bool TryLocateIndirectTable(ulong gpa, uint length, out byte* table)
+    {
+        if (Memory.TryTranslateGuestPhysical(gpa, length, out nint host))
+        {
+            table = (byte*)host;
+            return true;
+        }
+
+        _indirectCopy ??= GC.AllocateUninitializedArray<byte>(Size * QueueLayout.DescriptorSize, pinned: true);
+        var copy = new TableCopy { Destination = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_indirectCopy)), Room = (ulong)_indirectCopy.Length };
+        bool ok = length <= copy.Room && Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref copy, static (ref TableCopy c, nint piece, ulong n) =>
+        {
+            if (n > c.Room - c.Done)
+            {
+                return false;
+            }
+
+            Buffer.MemoryCopy((void*)piece, c.Destination + c.Done, (long)(c.Room - c.Done), (long)n);
+            c.Done += n;
+            return true;
+        });
+        table = ok ? copy.Destination : null;
+        return ok;
+    }
+
+    private unsafe struct TableCopy
+    {
+        public byte* Destination;
+        public ulong Room;
+        public ulong Done;
     }
 
     private struct ChainState

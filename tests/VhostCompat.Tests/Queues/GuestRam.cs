@@ -186,11 +186,27 @@ internal sealed unsafe class GuestRam : IDisposable
 
     public void Fill(ulong gpa, int length, byte value) => Bytes(gpa, length).Fill(value);
 
-    public void W16(ulong gpa, ushort v) => BinaryPrimitives.WriteUInt16LittleEndian(Bytes(gpa, 2), v);
+    // Field writes go piecewise like the guest's own: a field may straddle two regions.
+    public void W16(ulong gpa, ushort v)
+    {
+        Span<byte> b = stackalloc byte[2];
+        BinaryPrimitives.WriteUInt16LittleEndian(b, v);
+        Write(gpa, b);
+    }
 
-    public void W32(ulong gpa, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(Bytes(gpa, 4), v);
+    public void W32(ulong gpa, uint v)
+    {
+        Span<byte> b = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, v);
+        Write(gpa, b);
+    }
 
-    public void W64(ulong gpa, ulong v) => BinaryPrimitives.WriteUInt64LittleEndian(Bytes(gpa, 8), v);
+    public void W64(ulong gpa, ulong v)
+    {
+        Span<byte> b = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(b, v);
+        Write(gpa, b);
+    }
 
     public ushort R16(ulong gpa) => BinaryPrimitives.ReadUInt16LittleEndian(Bytes(gpa, 2));
 

@@ -360,8 +360,8 @@ public sealed class PackedVirtqueueTests : IDisposable
 
         Case(r => r.PostIndirect(0, Data + 0x1000, 16), feature: false, "invalid indirect descriptor");
         Case(r => r.PostIndirect(0, Data + 0x1000, 16, extraFlags: N), feature: true, "invalid indirect descriptor");
-        Case(r => r.PostIndirect(0, 0x1_0000_0000, 16), feature: true, "not inside one guest memory region");
-        Case(r => r.PostIndirect(0, 0x1FFF0, 32), feature: true, "not inside one guest memory region");
+        Case(r => r.PostIndirect(0, 0x1_0000_0000, 16), feature: true, "is not inside guest memory");
+        Case(r => r.PostIndirect(0, 0x1FFF0, 32), feature: true, "is not inside guest memory");
         Case(
             r => r.PostIndirect(0, Data + 0x2000, 32),
             feature: true,

@@ -119,7 +119,7 @@ internal static class RingModel
             if ((flags & I) != 0)
             {
                 if (inIndirect || !indirectFeature || (flags & N) != 0 || len == 0 || len % 16 != 0 || len / 16 > QueueLayout.MaxIndirectEntries
-                    || !ram.InOneRegion(addr, len))
+                    || !ram.TryPieces(addr, len, []))
                 {
                     return ModelOutcome.Bad("indirect");
                 }
@@ -199,7 +199,7 @@ internal static class RingModel
             if ((flags & I) != 0)
             {
                 if (!indirectFeature || (flags & N) != 0 || slots != 1 || len == 0 || len % 16 != 0 || len / 16 > QueueLayout.MaxIndirectEntries
-                    || !ram.InOneRegion(addr, len))
+                    || !ram.TryPieces(addr, len, []))
                 {
                     return ModelOutcome.Bad("indirect");
                 }

@@ -288,7 +288,7 @@ public sealed class SplitVirtqueueTests : IDisposable
         var ring = new SplitRing(_ram, 4);
         ring.Desc(0, addr, len, I);
         ring.Offer(0);
-        ShouldBreak(ring.Queue(indirect: true), "not inside one guest memory region");
+        ShouldBreak(ring.Queue(indirect: true), "is not inside guest memory");
     }
 
     [Fact]
