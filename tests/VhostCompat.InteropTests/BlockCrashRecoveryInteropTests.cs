@@ -292,7 +292,7 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
 
             if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(30)))
             {
-                problems.Add("QEMU did not exit within 30 s after the guest powered off");
+                problems.Add($"QEMU did not exit within 30 s after the guest powered off ({guest.Observed()})");
             }
 
             // Everything the guest printed, minus the per-pass lines (counted instead).

@@ -130,7 +130,7 @@ public sealed class BlockInteropTests(ITestOutputHelper output)
         output.WriteLine($"[{clock.Elapsed.TotalSeconds,5:F1} s] {name}: guest done at guest uptime {done.Groups["uptime"].Value} s");
         if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(30)))
         {
-            problems.Add($"{name}: QEMU did not exit within 30 s after the guest powered off");
+            problems.Add($"{name}: QEMU did not exit within 30 s after the guest powered off ({guest.Observed()})");
         }
 
         var lines = guest.GuestLines();

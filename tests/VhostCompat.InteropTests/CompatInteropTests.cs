@@ -406,7 +406,7 @@ public sealed class CompatInteropTests(ITestOutputHelper output)
             Log($"[{label}] guest status 0x{status.Status:x2} after {status.SeenAfter.TotalSeconds:F1} s, features {Describe(status.Features)}");
             if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(60)))
             {
-                problems.Add($"[{label}] QEMU did not exit within 60 s after the status line (guest poweroff expected)");
+                problems.Add($"[{label}] QEMU did not exit within 60 s after the status line (guest poweroff expected; {guest.Observed()})");
             }
 
             var errors = guest.StderrErrorLines();

@@ -40,7 +40,7 @@ public sealed class DpdkReferenceInteropTests(ITestOutputHelper output)
         var status = await guest.WaitForNetStatusAsync(TimeSpan.FromSeconds(180));
         if (status is null)
         {
-            Assert.Fail("the guest never printed its virtio-net status line" + run.Diagnostics());
+            Assert.Fail($"the guest never printed its virtio-net status line ({guest.Observed()})" + run.Diagnostics());
         }
 
         output.WriteLine($"guest status 0x{status.Status:x2} after {status.SeenAfter.TotalSeconds:F1} s, acked {Describe(status.Features)}");

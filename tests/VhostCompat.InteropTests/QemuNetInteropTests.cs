@@ -51,7 +51,7 @@ public sealed class QemuNetInteropTests(ITestOutputHelper output)
             // In the default mode the guest powers off right after printing; QEMU then exits with 0 (-no-reboot).
             if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(90)))
             {
-                problems.Add("QEMU did not exit within 90 s after the guest's status line (guest poweroff expected)");
+                problems.Add($"QEMU did not exit within 90 s after the guest's status line (guest poweroff expected; {guest.Observed()})");
             }
 
             qemuExit = guest.Process.ExitCode;

@@ -72,12 +72,12 @@ public sealed class RngInteropTests(ITestOutputHelper output)
             // Each read is bounded in the guest (timeout 30 s); then it powers off and QEMU exits with 0 (-no-reboot).
             if (await guest.WaitForConsoleAsync(RngQemuGuest.DoneLine, TimeSpan.FromSeconds(Reads * 40)) is null)
             {
-                problems.Add("the guest never printed its done line");
+                problems.Add($"the guest never printed its done line ({guest.Observed()})");
             }
 
             if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(60)))
             {
-                problems.Add("QEMU did not exit within 60 s after the guest's done line (guest poweroff expected)");
+                problems.Add($"QEMU did not exit within 60 s after the guest's done line (guest poweroff expected; {guest.Observed()})");
             }
 
             reads = guest.Reads();

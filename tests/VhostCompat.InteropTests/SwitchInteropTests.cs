@@ -64,7 +64,7 @@ public sealed class SwitchInteropTests(ITestOutputHelper output)
             output.WriteLine($"[{clock.Elapsed.TotalSeconds:F1} s] guest: {ping?.ToString() ?? "no ping result"}");
             if (!await guest.WaitForExitAsync(TimeSpan.FromSeconds(60)))
             {
-                problems.Add("QEMU did not exit within 60 s after the ping (the guest powers off when done)");
+                problems.Add($"QEMU did not exit within 60 s after the ping (the guest powers off when done; {guest.Observed()})");
             }
 
             qemuExit = guest.Process.ExitCode;
@@ -172,13 +172,13 @@ public sealed class SwitchInteropTests(ITestOutputHelper output)
 
             if (!await pinger.WaitForExitAsync(TimeSpan.FromSeconds(60)))
             {
-                problems.Add("qemu-ping did not exit within 60 s after its ping (the guest powers off when done)");
+                problems.Add($"qemu-ping did not exit within 60 s after its ping (the guest powers off when done; {pinger.Observed()})");
             }
 
             // The serving guest powers off by itself once it has seen every echo request; otherwise QMP 'quit' ends it.
             if (served is not null && !await server.WaitForExitAsync(TimeSpan.FromSeconds(60)))
             {
-                problems.Add("qemu-serve did not exit within 60 s after its 'served' line");
+                problems.Add($"qemu-serve did not exit within 60 s after its 'served' line ({server.Observed()})");
             }
 
             pingExit = pinger.Process.ExitCode;

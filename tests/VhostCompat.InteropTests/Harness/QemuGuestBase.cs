@@ -30,6 +30,17 @@ public abstract class QemuGuestBase : IAsyncDisposable
 
     public Task<bool> WaitForExitAsync(TimeSpan timeout) => Process.WaitForExitAsync(timeout);
 
+    /// <summary>
+    /// What was observed when a wait on this guest timed out: whether QEMU still runs (or its exit code), and the last
+    /// console lines, so that a failure message says where the guest was rather than only what did not happen.
+    /// </summary>
+    public string Observed(int lines = 6)
+    {
+        var state = Process.HasExited ? $"QEMU exited with {Process.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "?"}" : "QEMU still running";
+        var tail = LogFile.ReadLines(ConsolePath).Where(l => l.Length > 0).TakeLast(lines);
+        return $"{state}; last console lines: {string.Join(" | ", tail)}";
+    }
+
     /// <summary>QEMU stderr lines that are not warnings (a clean boot/poweroff prints none).</summary>
     public IReadOnlyList<string> StderrErrorLines() =>
         LogFile.ReadLines(Process.StderrPath).Where(l => !l.Contains("warning:", StringComparison.OrdinalIgnoreCase)).ToList();
