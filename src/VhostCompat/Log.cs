@@ -73,4 +73,7 @@ internal static partial class Log
 
     [LoggerMessage(23, LogLevel.Debug, "Guest memory region at 0x{GuestPhysicalAddress:x} (+0x{Size:x}): {Sealing}")]
     public static partial void RegionSealing(ILogger logger, ulong guestPhysicalAddress, ulong size, string sealing);
+
+    [LoggerMessage(24, LogLevel.Information, "Guest writes beyond the previous dirty log (0x{Start:x}..0x{End:x}, memory added while logging) are carried into its replacement")]
+    public static partial void DirtyLogOverflowCarried(ILogger logger, ulong start, ulong end);
 }

@@ -147,4 +147,43 @@ public sealed class DirtyLogTests
         log.IsDirty(ring.LastWritable).Should().BeTrue();
         fx.SessionsEnded.Should().Be(0);
     }
+
+    [Fact]
+    public async Task Writes_to_memory_added_while_logging_beyond_the_current_log_are_carried_into_the_larger_log_QEMU_sends_next()
+    {
+        await using var fx = new BackendFixture();
+        await fx.WaitListeningAsync();
+        await using var fe = await VhostUserFrontend.ConnectAsync(fx.SocketPath);
+        ulong acked = await fe.NegotiateAsync(ulong.MaxValue, (VhostUserProtocolFeatures)ulong.MaxValue);
+        using var low = new GuestMemory(0, 4 << 20);
+        await fe.SetMemTableAsync([low]);
+        var ring = new SplitRingDriver(low, 0, 64);
+        using var kick = new EventNotifier();
+        await ring.ConfigureAsync(fe, 0, kick, null);
+        await fe.SetVringEnableAsync(0, true);
+        using var small = new DirtyPageLog(4 << 20); // one page of bitmap: guest memory below 128 MiB
+        await fe.SetLogBaseAsync(small);
+        await fe.SetFeaturesAsync(acked | VirtioFeatureBits.LogAll);
+
+        // Memory hot-added at 256 MiB while logging (vhost_commit sends the table, then a larger log).
+        using var high = new GuestMemory(256UL << 20, 1 << 20);
+        await fe.SetMemTableAsync([low, high]);
+        ulong target = (256UL << 20) + 0x3000;
+        ulong request = ring.Allocate(16);
+        low.Write(request, "hot-added memory"u8);
+        ring.WriteDescriptor(0, request, 16, 1, 1);
+        ring.WriteDescriptor(1, target, 64, 2, 0);
+        ring.Publish(0);
+        kick.Signal();
+        await ring.WaitUsedAsync(1);
+        var back = new byte[16];
+        high.Read(target, back);
+        back.Should().Equal("yromem dedda-toh"u8.ToArray(), "the device wrote into the hot-added region");
+        small.CountDirty().Should().Be(0, "the only device write was beyond the bitmap (the used ring is not flagged for logging here)");
+
+        using var large = new DirtyPageLog((256UL << 20) + (1 << 20));
+        await fe.SetLogBaseAsync(large);
+        large.IsDirty(target).Should().BeTrue("the write beyond the first log's bitmap is carried into its replacement, not dropped");
+        fx.Logs.Text.Should().Contain("are carried into its replacement");
+    }
 }

@@ -482,8 +482,17 @@ internal sealed class BackendSession
         DirtyLog? old = _log;
         _log = log;
         ApplyLogging();
-        old?.Retire();
-        old?.Release();
+        if (old is not null)
+        {
+            old.Retire();
+            if (old.Overflow is { } carried)
+            {
+                Log.DirtyLogOverflowCarried(_logger, carried.First << DirtyLog.PageShift, (carried.Last + 1) << DirtyLog.PageShift);
+            }
+
+            old.CarryOverflowTo(log);
+            old.Release();
+        }
 
         // With LOG_SHMFD the frontend waits for a reply to SET_LOG_BASE (QEMU checks only its request code).
         return Outcome.Reply(U64Payload.Encode(0));

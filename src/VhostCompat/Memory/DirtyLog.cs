@@ -114,8 +114,39 @@ internal sealed class DirtyLog
     /// <summary>True once <see cref="Retire"/> was called.</summary>
     public bool IsRetired => _retired;
 
-    /// <summary>Marks every page touched by [gpa, gpa+length); pages beyond the bitmap are ignored (the size was checked against the memory table).</summary>
-    public unsafe void Mark(ulong gpa, ulong length)
+    // Pages written beyond the bitmap (memory added while logging, before the frontend sends a larger log): the
+    // smallest and largest such page, carried into the next log by CarryOverflowTo. Empty: first > last.
+    private long _overflowFirst = long.MaxValue;
+    private long _overflowLast = -1;
+
+    /// <summary>The range of pages written beyond this bitmap, or null when every write fitted.</summary>
+    public (ulong First, ulong Last)? Overflow
+    {
+        get
+        {
+            long first = Interlocked.Read(ref _overflowFirst), last = Interlocked.Read(ref _overflowLast);
+            return first <= last ? ((ulong)first, (ulong)last) : null;
+        }
+    }
+
+    /// <summary>
+    /// Marks in <paramref name="next"/> every page this log could not hold (conservatively, the whole range between
+    /// the first and last such page). Called when <paramref name="next"/> replaces this log, after this one is retired.
+    /// </summary>
+    public void CarryOverflowTo(DirtyLog next)
+    {
+        if (Overflow is { } range)
+        {
+            next.MarkPages(range.First, range.Last);
+        }
+    }
+
+    /// <summary>
+    /// Marks every page touched by [gpa, gpa+length). Pages beyond the bitmap (the memory table grew while logging and
+    /// the frontend has not sent a larger log yet; QEMU sends it right after the table) are remembered as
+    /// <see cref="Overflow"/> and carried into the replacement, never dropped.
+    /// </summary>
+    public void Mark(ulong gpa, ulong length)
     {
         if (length == 0)
         {
@@ -124,6 +155,16 @@ internal sealed class DirtyLog
 
         ulong first = gpa >> PageShift;
         ulong last = (gpa + length - 1 < gpa ? ulong.MaxValue : gpa + length - 1) >> PageShift;
+        MarkPages(first, last);
+    }
+
+    private unsafe void MarkPages(ulong first, ulong last)
+    {
+        if (last >= Pages)
+        {
+            RecordOverflow(Math.Max(first, Pages), last);
+        }
+
         for (ulong page = first; page <= last && page < Pages; page++)
         {
             // OR the bit into the aligned 32-bit word holding byte page/8 (little-endian: byte k of the
@@ -133,6 +174,19 @@ internal sealed class DirtyLog
             nint aligned = b & ~(nint)3;
             int shift = (int)((b - aligned) * 8) + (int)(page % 8);
             Interlocked.Or(ref *(int*)aligned, 1 << shift);
+        }
+    }
+
+    private void RecordOverflow(ulong first, ulong last)
+    {
+        long f = (long)Math.Min(first, long.MaxValue), l = (long)Math.Min(last, long.MaxValue);
+        long seen;
+        while (f < (seen = Interlocked.Read(ref _overflowFirst)) && Interlocked.CompareExchange(ref _overflowFirst, f, seen) != seen)
+        {
+        }
+
+        while (l > (seen = Interlocked.Read(ref _overflowLast)) && Interlocked.CompareExchange(ref _overflowLast, l, seen) != seen)
+        {
         }
     }
 
