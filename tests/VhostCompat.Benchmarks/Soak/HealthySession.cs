@@ -42,7 +42,7 @@ internal sealed class HealthySession : IAsyncDisposable
     /// <summary>Connects, negotiates, sets the memory table and starts the ring (every step waits for its ack).</summary>
     public static async Task<HealthySession> OpenAsync(string path, SoakDevice device, TimeSpan timeout)
     {
-        var fe = await VhostUserFrontend.ConnectAsync(path, timeout).ConfigureAwait(false);
+        var fe = VhostUserFrontend.FromConnectedSocket(await RawPeer.ConnectSocketAsync(path, timeout).ConfigureAwait(false), timeout);
         var s = new HealthySession(device, fe);
         try
         {

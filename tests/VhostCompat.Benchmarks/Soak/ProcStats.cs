@@ -73,13 +73,14 @@ internal static class ProcStats
         {
             maps++;
             string path = PathOf(line);
-            if (path.StartsWith(SessionMemfdPrefix, StringComparison.Ordinal))
+            // memfd mappings read "/memfd:NAME (deleted)".
+            if (path.Contains(SessionMemfdPrefix, StringComparison.Ordinal))
             {
                 guest++;
             }
-            else if (path.StartsWith("memfd:", StringComparison.Ordinal))
+            else if (path.StartsWith("/memfd:", StringComparison.Ordinal))
             {
-                jit++; // the runtime's W^X double mapping of code ("memfd:doublemapper")
+                jit++; // the runtime's W^X double mapping of code ("memfd:doublemapper"), its diagnostics IPC memfd
             }
             else if (path.Length == 0 || path[0] == '[')
             {

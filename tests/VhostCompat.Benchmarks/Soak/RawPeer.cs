@@ -36,19 +36,34 @@ internal sealed class RawPeer : IDisposable
 
     private RawPeer(Socket socket) => _socket = socket;
 
-    public static async Task<RawPeer> ConnectAsync(string path, TimeSpan timeout)
+    public static async Task<RawPeer> ConnectAsync(string path, TimeSpan timeout) => new(await ConnectSocketAsync(path, timeout).ConfigureAwait(false));
+
+    /// <summary>
+    /// Connects to the backend's listener. The SDK accepts one frontend at a time with a backlog of 1, so while it
+    /// is still tearing down earlier sessions connect() fails with EAGAIN: retry until <paramref name="timeout"/>.
+    /// </summary>
+    public static async Task<Socket> ConnectSocketAsync(string path, TimeSpan timeout)
     {
-        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
         {
-            using var cts = new CancellationTokenSource(timeout);
-            await s.ConnectAsync(new UnixDomainSocketEndPoint(path), cts.Token).ConfigureAwait(false);
-            return new RawPeer(s);
-        }
-        catch
-        {
-            s.Dispose();
-            throw;
+            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                using var cts = new CancellationTokenSource(timeout);
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(path), cts.Token).ConfigureAwait(false);
+                return s;
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.WouldBlock or SocketError.TryAgain && DateTime.UtcNow < deadline)
+            {
+                s.Dispose();
+                await Task.Delay(1).ConfigureAwait(false);
+            }
+            catch
+            {
+                s.Dispose();
+                throw;
+            }
         }
     }
 

@@ -133,7 +133,7 @@ internal static class SessionCases
     // F3: GET_INFLIGHT_FD (where INFLIGHT_SHMFD is offered: Block), its memfd handed back with SET_INFLIGHT_FD, then closed.
     private static async Task<PeerOutcome> InflightAsync(CaseContext c)
     {
-        await using var fe = await VhostUserFrontend.ConnectAsync(c.SocketPath, c.Timeout).ConfigureAwait(false);
+        await using var fe = VhostUserFrontend.FromConnectedSocket(await RawPeer.ConnectSocketAsync(c.SocketPath, c.Timeout).ConfigureAwait(false), c.Timeout);
         await fe.NegotiateAsync(ulong.MaxValue & ~VirtioFeatureBits.RingPacked, VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.InflightShmfd).ConfigureAwait(false);
         if ((fe.AckedProtocolFeatures & VhostUserProtocolFeatures.InflightShmfd) == 0)
         {

@@ -6,7 +6,7 @@ using VhostCompat.Frontend;
 namespace VhostCompat.Benchmarks.Soak;
 
 /// <summary>
-/// <c>soak --socket-path P --pid N --device net|block|rng [--cycles 10000] [--warmup 1000] [--sample-every 1000]
+/// <c>soak --socket-path P --pid N --device net|block|rng [--cycles 10000] [--warmup 2000] [--sample-every 1000]
 /// [--seed 15] [--max-seconds 1800]</c>: connect → misbehave → close, <c>--cycles</c> times, against a sample
 /// process already listening on P, with the cases of <see cref="MessageCases"/> and <see cref="SessionCases"/>
 /// mixed by a seeded random source. Measures process N from outside (/proc/N) and exits 1 on a leak, a crash,
@@ -138,6 +138,7 @@ internal static class SoakCommand
         Check(failures, hung == 0, $"{hung} cycles left the frontend waiting");
         Check(failures, failed == 0, $"{failed} cycles failed a step that should work");
         Check(failures, lastHealth is null, $"the final healthy session failed: {lastHealth}");
+        Console.WriteLine(string.Create(inv, $"rss slope after warm-up: {RssSlope(after):0} KiB per 1000 cycles (least squares over {after.Count} samples)"));
         Console.WriteLine(string.Create(inv,
             $"RESULT device={o.Device.ToString().ToLowerInvariant()} cycles={done} seconds={elapsed.TotalSeconds:0.0} fds_warm={warm.Fds} fds_end={end.Fds} fds_max_after_warm={after.Max(s => s.Fds)} " +
             $"guest_maps_end={end.GuestMaps} guest_not_released={guestNotReleased} maps_warm={warm.Maps} maps_end={end.Maps} other_maps_warm={warm.OtherMaps} other_maps_end={end.OtherMaps} " +
@@ -149,6 +150,19 @@ internal static class SoakCommand
         }
 
         return failures.Count == 0 ? 0 : 1;
+    }
+
+    /// <summary>Least-squares slope of RSS against cycles, in KiB per 1000 cycles (0 with fewer than two samples).</summary>
+    private static double RssSlope(List<ProcSample> samples)
+    {
+        if (samples.Count < 2)
+        {
+            return 0;
+        }
+
+        double mx = samples.Average(s => (double)s.Cycle), my = samples.Average(s => (double)s.RssKiB);
+        double sxy = samples.Sum(s => (s.Cycle - mx) * (s.RssKiB - my)), sxx = samples.Sum(s => (s.Cycle - mx) * (s.Cycle - mx));
+        return sxx == 0 ? 0 : 1000 * sxy / sxx;
     }
 
     private static void Check(List<string> failures, bool ok, string message)

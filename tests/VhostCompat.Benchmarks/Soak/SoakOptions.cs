@@ -11,7 +11,7 @@ internal sealed record Options(string SocketPath, int Pid, SoakDevice Device, in
     {
         string? path = null;
         SoakDevice? device = null;
-        int pid = 0, cycles = 10_000, warmup = 1000, every = 1000, seed = 15, maxSeconds = 1800, mapsTolerance = 32;
+        int pid = 0, cycles = 10_000, warmup = 2000, every = 1000, seed = 15, maxSeconds = 1800, mapsTolerance = 32;
         for (int i = 1; i < args.Length; i++)
         {
             string key = args[i];

@@ -5,14 +5,14 @@
 #
 #   tests/VhostCompat.Benchmarks/scripts/soak.sh                 # all three samples, 10 000 cycles each
 #   CYCLES=2000 SAMPLES="net rng" tests/VhostCompat.Benchmarks/scripts/soak.sh
-# Env: CYCLES=10000  WARMUP=1000  SAMPLE_EVERY=1000  SEED=15  SAMPLES="net block rng"  MAX_SECONDS=1800 (per sample)
+# Env: CYCLES=10000  WARMUP=2000  SAMPLE_EVERY=1000  SEED=15  SAMPLES="net block rng"  MAX_SECONDS=1800 (per sample)
 #      OUT=(a new temp directory)  CONFIGURATION=Release  NO_BUILD=1 (skip the builds)
 # Output: the soak's lines on stdout (RESULT line per sample), $OUT/<sample>.log (the sample's own log), $OUT/<sample>.txt.
 # Only Unix sockets under $OUT; every process is started here, bounded by timeout and stopped by its PID.
 set -uo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
-CYCLES=${CYCLES:-10000}; WARMUP=${WARMUP:-1000}; SAMPLE_EVERY=${SAMPLE_EVERY:-1000}; SEED=${SEED:-15}
+CYCLES=${CYCLES:-10000}; WARMUP=${WARMUP:-2000}; SAMPLE_EVERY=${SAMPLE_EVERY:-1000}; SEED=${SEED:-15}
 SAMPLES=${SAMPLES:-net block rng}; MAX_SECONDS=${MAX_SECONDS:-1800}; CONFIGURATION=${CONFIGURATION:-Release}
 OUT=${OUT:-$(mktemp -d /tmp/vhostcompat-soak-XXXXXX)}
 for v in "$CYCLES" "$WARMUP" "$SAMPLE_EVERY" "$SEED" "$MAX_SECONDS"; do
