@@ -7,9 +7,16 @@ using VhostCompat.Benchmarks;
 //   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- sink-server --socket-path P [--seconds N] [--warmup N] [--busy-poll]
 //       (a sink backend for a real frontend; prints managed bytes allocated per packet)
 //   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- walker-ab [rounds]          (SDK walker vs the LeanSplitQueue experiment, interleaved)
+//   dotnet run -c Release --project tests/VhostCompat.Benchmarks -- soak --socket-path P --pid N --device net|block|rng [--cycles N] ...
+//       (connect → misbehave → close cycles against a running sample, measured through /proc/N; scripts/soak.sh runs all three)
 if (args.Length > 0 && args[0] == "sink-server")
 {
     return await SinkServer.RunAsync(args);
+}
+
+if (args.Length > 0 && args[0] == "soak")
+{
+    return await VhostCompat.Benchmarks.Soak.SoakCommand.RunAsync(args);
 }
 
 if (args.Length > 0 && args[0] == "walker-ab")
