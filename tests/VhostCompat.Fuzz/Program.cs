@@ -33,13 +33,22 @@ internal static class Program
 
     private static int Afl(string name)
     {
-        using var target = Target(name);
+        if (!FuzzTargets.Names.Contains(name))
+        {
+            throw new UsageException($"unknown target '{name}' (targets: {string.Join(", ", FuzzTargets.Names)})");
+        }
+
+        // Created on the first input: instrumented SDK code must not run before Fuzzer.Run has set up
+        // the coverage map (it faults with an access violation otherwise).
+        IFuzzTarget? target = null;
         SharpFuzz.Fuzzer.Run(stream =>
         {
+            target ??= Target(name);
             using var ms = new MemoryStream();
             stream.CopyTo(ms);
             target.Execute(ms.ToArray());
         });
+        target?.Dispose();
         return 0;
     }
 
