@@ -5,7 +5,7 @@ using VhostCompat.Fuzz.Targets;
 namespace VhostCompat.Fuzz;
 
 /// <summary>Outcome of a mutation run.</summary>
-internal sealed record MutationResult(long Executions, int Crashes, TimeSpan Elapsed, IReadOnlyList<string> Findings)
+internal sealed record MutationResult(long Executions, int Crashes, long Reached, TimeSpan Elapsed, IReadOnlyList<string> Findings)
 {
     public double PerSecond => Executions / Math.Max(Elapsed.TotalSeconds, 1e-9);
 }
@@ -26,6 +26,7 @@ internal static class MutationLoop
         var random = new Random(seed ^ 0x5eed);
         var findings = new List<string>();
         int crashes = 0;
+        long reached = 0;
         var clock = Stopwatch.StartNew();
         for (long i = 0; i < iterations; i++)
         {
@@ -33,6 +34,7 @@ internal static class MutationLoop
             try
             {
                 target.Execute(input);
+                reached += target.Reached > 0 ? 1 : 0;
             }
             catch (Exception ex)
             {
@@ -43,7 +45,7 @@ internal static class MutationLoop
             }
         }
 
-        return new MutationResult(iterations, crashes, clock.Elapsed, findings);
+        return new MutationResult(iterations, crashes, reached, clock.Elapsed, findings);
     }
 
     private static string Save(string? dir, string target, byte[] input)

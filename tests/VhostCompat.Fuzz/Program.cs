@@ -114,7 +114,7 @@ internal static class Program
         var extra = corpus is null ? [] : Directory.GetFiles(corpus).Order(StringComparer.Ordinal).Select(File.ReadAllBytes).ToList();
         var result = MutationLoop.Run(target, iterations, seed, extra, findings, Console.Out);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{name}: {result.Executions} executions in {result.Elapsed.TotalSeconds:F1} s ({result.PerSecond:F0} exec/s), seed {seed}, {result.Crashes} crashes"));
+            $"{name}: {result.Executions} executions in {result.Elapsed.TotalSeconds:F1} s ({result.PerSecond:F0} exec/s), seed {seed}, {result.Crashes} crashes, {100.0 * result.Reached / result.Executions:F1}% of inputs got past validation"));
         return result.Crashes == 0 ? 0 : 1;
     }
 

@@ -1,4 +1,7 @@
+using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
 using VhostCompat.Compat;
 using VhostCompat.Virtio;
 
@@ -6,13 +9,13 @@ namespace VhostCompat.Fuzz.Targets;
 
 /// <summary>
 /// The parsers of persisted and exchanged compatibility data. Byte 0 picks the parser, byte 1 the
-/// device type a value list is parsed for; the rest is the text. Documented rejections:
+/// device type a value list is parsed for (bit 7: keep a mutated record checksum); the rest is the text. Documented rejections:
 /// <see cref="ProfileFormatException"/> (value lists, catalog ids),
 /// <see cref="AckedStateCorruptException"/> (acked-state records) and
 /// <see cref="CompatDocumentException"/> (capability documents, lock files). Whatever parses must
 /// survive its own round trip: rendered again and re-parsed, it is accepted and means the same.
 /// </summary>
-internal sealed class CompatTarget : IFuzzTarget
+internal sealed partial class CompatTarget : IFuzzTarget
 {
     public const byte Profile = 0;
     public const byte Record = 1;
@@ -28,6 +31,8 @@ internal sealed class CompatTarget : IFuzzTarget
 
     /// <summary>Whether the last input was accepted by its parser.</summary>
     public bool LastAccepted { get; private set; }
+
+    public int Reached => LastAccepted ? 1 : 0;
 
     public void Execute(ReadOnlySpan<byte> input)
     {
@@ -45,7 +50,7 @@ internal sealed class CompatTarget : IFuzzTarget
                 ParseProfile(Encoding.UTF8.GetString(body), type);
                 break;
             case Record:
-                ParseRecord(body);
+                ParseRecord((input[1] & 0x80) == 0 ? Resign(body) : body);
                 break;
             case Capabilities:
                 ParseCapabilities(body);
@@ -92,6 +97,36 @@ internal sealed class CompatTarget : IFuzzTarget
         var again = AckedStateRecord.Parse(Encoding.UTF8.GetBytes(r.ToJson()), File);
         Expect(again.ToJson() == r.ToJson(), "acked-state record changes across a round trip");
     }
+
+    /// <summary>
+    /// Rewrites the record's sha256 to match its payload, so mutants reach the payload checks
+    /// instead of all stopping at the checksum (byte 1 bit 7 set leaves the checksum as mutated).
+    /// </summary>
+    private static byte[] Resign(byte[] body)
+    {
+        string? payload;
+        try
+        {
+            using var doc = JsonDocument.Parse(body);
+            payload = doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("payload", out var p) ? p.GetRawText() : null;
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
+        {
+            return body;
+        }
+
+        if (payload is null)
+        {
+            return body;
+        }
+
+        string text = Encoding.UTF8.GetString(body);
+        string sha = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(payload)));
+        return Encoding.UTF8.GetBytes(ShaMember().Replace(text, $"\"sha256\":\"{sha}\"", 1));
+    }
+
+    [GeneratedRegex("\"sha256\"\\s*:\\s*\"[^\"]*\"")]
+    private static partial Regex ShaMember();
 
     private void ParseCapabilities(byte[] body)
     {

@@ -11,6 +11,9 @@ internal interface IFuzzTarget : IDisposable
 
     void Execute(ReadOnlySpan<byte> input);
 
+    /// <summary>How far the last input got: valid messages, chains popped, or 1 for a parsed document (0 = rejected up front).</summary>
+    int Reached { get; }
+
     /// <summary>Valid inputs to start mutating from (also checked in under corpus/&lt;name&gt;/).</summary>
     IEnumerable<(string Name, byte[] Data)> Seeds();
 }

@@ -23,6 +23,8 @@ internal sealed class InflightTarget : IFuzzTarget
     /// <summary>Chains the last input yielded.</summary>
     public int LastChains { get; private set; }
 
+    public int Reached => LastChains;
+
     public void Execute(ReadOnlySpan<byte> input)
     {
         LastChains = 0;

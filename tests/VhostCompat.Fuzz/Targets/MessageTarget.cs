@@ -22,6 +22,8 @@ internal sealed class MessageTarget : IFuzzTarget
     /// <summary>Messages of the last input that passed validation.</summary>
     public int LastValid { get; private set; }
 
+    public int Reached => LastValid;
+
     public void Execute(ReadOnlySpan<byte> input)
     {
         LastValid = 0;

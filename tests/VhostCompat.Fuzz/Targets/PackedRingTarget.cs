@@ -18,6 +18,8 @@ internal sealed class PackedRingTarget : IFuzzTarget
     /// <summary>Chains the last input yielded.</summary>
     public int LastChains { get; private set; }
 
+    public int Reached => LastChains;
+
     public void Execute(ReadOnlySpan<byte> input)
     {
         LastChains = 0;

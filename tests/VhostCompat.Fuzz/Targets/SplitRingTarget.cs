@@ -17,6 +17,8 @@ internal sealed class SplitRingTarget : IFuzzTarget
     /// <summary>Chains the last input yielded.</summary>
     public int LastChains { get; private set; }
 
+    public int Reached => LastChains;
+
     public void Execute(ReadOnlySpan<byte> input)
     {
         LastChains = 0;
