@@ -118,11 +118,61 @@ internal static class CompatJsonReader
                 throw error(fileName, "$", "the document is not a JSON object", null);
             }
 
+            // The reader checks structure, not text: invalid UTF-8 or a lone surrogate escape only fails
+            // (with InvalidOperationException) when a string is read. Fail closed here instead.
+            if (FindUndecodableString(doc.RootElement, "$") is { } bad)
+            {
+                doc.Dispose();
+                throw error(fileName, bad, "a string is not valid Unicode (invalid UTF-8 or a lone surrogate escape)", null);
+            }
+
             return doc;
         }
         catch (JsonException ex)
         {
             throw error(fileName, ex.Path, $"malformed JSON ({ex.Message})", ex);
+        }
+    }
+
+    /// <summary>The path of the first property name or string value that cannot be decoded, or null (depth is bounded by <see cref="DocumentOptions"/>).</summary>
+    private static string? FindUndecodableString(JsonElement element, string path)
+    {
+        try
+        {
+            switch (element.ValueKind)
+            {
+                case JsonValueKind.String:
+                    _ = element.GetString();
+                    break;
+                case JsonValueKind.Object:
+                    foreach (var p in element.EnumerateObject())
+                    {
+                        string child = path + "." + p.Name;
+                        if (FindUndecodableString(p.Value, child) is { } bad)
+                        {
+                            return bad;
+                        }
+                    }
+
+                    break;
+                case JsonValueKind.Array:
+                    int i = 0;
+                    foreach (var item in element.EnumerateArray())
+                    {
+                        if (FindUndecodableString(item, $"{path}[{i++}]") is { } bad)
+                        {
+                            return bad;
+                        }
+                    }
+
+                    break;
+            }
+
+            return null;
+        }
+        catch (InvalidOperationException)
+        {
+            return path;
         }
     }
 

@@ -427,6 +427,12 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
             throw new ProfileFormatException("id", $"'{Id}' is not a valid profile id (lower-case dot-separated labels such as org.example.vnet.v2)");
         }
 
+        // The same range ParseType accepts: a profile must survive its own canonical form.
+        if ((uint)DeviceType is 0 or > 255)
+        {
+            throw new ProfileFormatException("type", $"device type {(uint)DeviceType} is not a virtio device id (1..255)");
+        }
+
         string label = VirtioFeatures.TypeLabel(DeviceType);
         ulong vhostOnly = Features & VirtioFeatures.VhostOnlyMask;
         if (vhostOnly != 0)
