@@ -137,7 +137,7 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
             // submitting until its queue depth is reached). Once the sample has logged held writes on every queue,
             // SIGKILL the program itself (ExternalProcess's PID is its 'timeout' wrapper): those requests were taken
             // from the rings and never completed, exactly what inflight tracking must hand out again.
-            var victim = ProgramPid(first.Process.Pid);
+            var victim = first.Process.ProgramPid();
             if (Kill(victim, SigUsr1) != 0)
             {
                 Assert.Fail($"kill -USR1 {victim} failed: errno {Marshal.GetLastPInvokeError()}{run.Diagnostics()}");
@@ -562,25 +562,6 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
         var block = new byte[BlockPattern.BlockSize];
         Encoding.ASCII.GetBytes("VHOSTCOMPAT-STOP\n").CopyTo(block, 0);
         RandomAccess.Write(h, block, ControlOffset);
-    }
-
-    /// <summary>
-    /// The process that runs the program: <paramref name="pid"/> itself, or its only child when <paramref name="pid"/> is the
-    /// coreutils 'timeout' wrapper ExternalProcess puts in front of it (found in /proc, never by name).
-    /// </summary>
-    private static int ProgramPid(int pid)
-    {
-        var comm = File.ReadAllText($"/proc/{pid}/comm").Trim();
-        if (comm != "timeout")
-        {
-            return pid;
-        }
-
-        var children = Directory.GetDirectories($"/proc/{pid}/task")
-            .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            .Select(c => int.Parse(c, CultureInfo.InvariantCulture))
-            .ToList();
-        return children.Count == 1 ? children[0] : throw new InvalidOperationException($"timeout wrapper {pid} has {children.Count} children: {string.Join(' ', children)}");
     }
 
     private static long Num(Match m, string group) => long.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture);

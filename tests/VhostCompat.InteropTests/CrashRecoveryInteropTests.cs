@@ -89,7 +89,7 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
             // ExternalProcess's PID may be its 'timeout' wrapper: SIGKILL the backend program itself (the wrapper's child), by PID.
             var atKill = LastTick(pinger)!;
             var rxAtKill = Num(atKill, "rx");
-            var victim = ProgramPid(first.Process.Pid);
+            var victim = first.Process.ProgramPid();
             Log($"kill -9 {victim} (wrapper pid {first.Process.Pid})");
             if (Kill(victim, 9) != 0)
             {
@@ -278,25 +278,6 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
         }
 
         return null;
-    }
-
-    /// <summary>
-    /// The process that runs the program: <paramref name="pid"/> itself, or its only child when <paramref name="pid"/> is the
-    /// coreutils 'timeout' wrapper ExternalProcess puts in front of it (found in /proc, never by name).
-    /// </summary>
-    private static int ProgramPid(int pid)
-    {
-        var comm = File.ReadAllText($"/proc/{pid}/comm").Trim();
-        if (comm != "timeout")
-        {
-            return pid;
-        }
-
-        var children = Directory.GetDirectories($"/proc/{pid}/task")
-            .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            .Select(c => int.Parse(c, CultureInfo.InvariantCulture))
-            .ToList();
-        return children.Count == 1 ? children[0] : throw new InvalidOperationException($"timeout wrapper {pid} has {children.Count} children: {string.Join(' ', children)}");
     }
 
     private static Match? LastTick(QemuGuest guest) =>

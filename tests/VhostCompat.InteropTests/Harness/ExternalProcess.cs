@@ -137,7 +137,11 @@ public sealed partial class ExternalProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>SIGTERM (forwarded to the program by the timeout wrapper), then SIGKILL to the process tree after <paramref name="grace"/>.</summary>
+    /// <summary>
+    /// SIGTERM to the program itself (not to its timeout wrapper: GNU timeout forwards a TERM to the child and then to
+    /// its whole process group, so the program can get a second TERM while it is already shutting down, after its
+    /// handler is gone, and die with 143), then SIGKILL to the process tree after <paramref name="grace"/>.
+    /// </summary>
     public async Task StopAsync(TimeSpan grace)
     {
         if (_process.HasExited)
@@ -145,11 +149,32 @@ public sealed partial class ExternalProcess : IAsyncDisposable
             return;
         }
 
-        _ = Kill(Pid, SIGTERM);
+        _ = Kill(ProgramPid(), SIGTERM);
         if (!await WaitForExitAsync(grace).ConfigureAwait(false))
         {
             KillNow();
             await WaitForExitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The program's PID: <see cref="Pid"/>, or the only child of the timeout wrapper (found in /proc, never by name).</summary>
+    public int ProgramPid()
+    {
+        try
+        {
+            if (File.ReadAllText($"/proc/{Pid}/comm").Trim() != "timeout")
+            {
+                return Pid;
+            }
+
+            var children = Directory.GetDirectories($"/proc/{Pid}/task")
+                .SelectMany(t => File.ReadAllText(Path.Combine(t, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .ToList();
+            return children.Count == 1 && int.TryParse(children[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int child) ? child : Pid;
+        }
+        catch (IOException)
+        {
+            return Pid; // gone meanwhile: signalling the wrapper is harmless
         }
     }
 
