@@ -111,9 +111,6 @@ internal sealed class DirtyLog
         }
     }
 
-    /// <summary>True once <see cref="Retire"/> was called.</summary>
-    public bool IsRetired => _retired;
-
     // Pages written beyond the bitmap (memory added while logging, before the frontend sends a larger log): the
     // smallest and largest such page, carried into the next log by CarryOverflowTo. Empty: first > last.
     private long _overflowFirst = long.MaxValue;
