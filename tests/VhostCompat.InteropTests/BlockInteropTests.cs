@@ -22,12 +22,21 @@ public sealed class BlockInteropTests(ITestOutputHelper output)
     private static readonly TimeSpan GuestTimeout = TimeSpan.FromSeconds(
         int.TryParse(Environment.GetEnvironmentVariable("VHOSTCOMPAT_INTEROP_BOOT_TIMEOUT"), CultureInfo.InvariantCulture, out var s) ? s : 150);
 
+    /// <summary>MSI-X vectors of vhost-user-blk-pci (0: INTx, what QEMU 7.2 under TCG needs).</summary>
+    internal int Vectors { get; init; }
+
+    /// <summary>The backend's --log-level ("Debug" also logs every vhost-user request).</summary>
+    internal string BackendLogLevel { get; init; } = "Information";
+
     [SkippableFact]
-    public async Task QemuGuest_block_data_written_survives_a_reboot()
+    public Task QemuGuest_block_data_written_survives_a_reboot() =>
+        WrittenDataSurvivesARebootAsync(InteropPrerequisites.RequireQemuGuest(), nameof(QemuGuest_block_data_written_survives_a_reboot));
+
+    /// <summary>The two-boot block workload with the QEMU build of <paramref name="tools"/>.</summary>
+    internal async Task WrittenDataSurvivesARebootAsync(InteropTools tools, string runName)
     {
-        var tools = InteropPrerequisites.RequireQemuGuest();
         BlockGuest.RequireCompiler();
-        var run = InteropRun.Create(nameof(QemuGuest_block_data_written_survives_a_reboot));
+        var run = InteropRun.Create(runName);
         output.WriteLine($"run directory: {run.Directory}");
         var clock = Stopwatch.StartNew();
         await BlockGuest.GetInitramfsAsync(tools);
@@ -40,7 +49,7 @@ public sealed class BlockInteropTests(ITestOutputHelper output)
         var image = run.PathFor("disk.img");
         var problems = new List<string>();
 
-        await using var backend = await BlockSampleBackend.StartAsync(run, socket, image, DiskSize, Queues, serial);
+        await using var backend = await BlockSampleBackend.StartAsync(run, socket, image, DiskSize, Queues, serial, logLevel: BackendLogLevel);
         output.WriteLine($"[{clock.Elapsed.TotalSeconds,5:F1} s] backend pid {backend.Process.Pid}: {backend.Process.CommandLine}");
 
         // Boot 1: write the pattern, fdatasync, read it back, power off.
@@ -74,6 +83,11 @@ public sealed class BlockInteropTests(ITestOutputHelper output)
         var wasRunning = !backend.Process.HasExited;
         await backend.StopAsync();
         var requests = backend.RequestCount();
+        output.WriteLine($"backend requests: {SampleNetBackend.Collapse(SampleProcess.Requests(backend.LogPath))}");
+        foreach (var l in LogFile.ReadLines(backend.LogPath).Where(l => l.Contains("Frontend acked", StringComparison.Ordinal)))
+        {
+            output.WriteLine("backend: " + l.Trim());
+        }
         output.WriteLine($"[{clock.Elapsed.TotalSeconds,5:F1} s] backend stopped: exit {backend.Process.ExitCode}, requests={requests?.ToString(CultureInfo.InvariantCulture) ?? "(not printed)"}");
         if (wasRunning && backend.Process.ExitCode != 0)
         {
@@ -114,7 +128,7 @@ public sealed class BlockInteropTests(ITestOutputHelper output)
         InteropRun run, InteropTools tools, BlockSampleBackend backend, string mode, string tag, IReadOnlyList<long> offsets, string name,
         List<string> problems, Stopwatch clock)
     {
-        var options = new BlockGuestOptions { SocketPath = backend.SocketPath, Mode = mode, Tag = tag, Offsets = offsets, NumQueues = Queues };
+        var options = new BlockGuestOptions { SocketPath = backend.SocketPath, Mode = mode, Tag = tag, Offsets = offsets, NumQueues = Queues, Vectors = Vectors };
         await using var guest = await BlockGuest.StartAsync(run, tools, options, name);
         output.WriteLine($"[{clock.Elapsed.TotalSeconds,5:F1} s] {name}: qemu pid {guest.Process.Pid}: {guest.Process.CommandLine}");
         var done = await guest.WaitForConsoleAsync(BlockGuest.DoneLine, GuestTimeout);

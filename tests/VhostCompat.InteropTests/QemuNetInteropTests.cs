@@ -15,10 +15,13 @@ public sealed class QemuNetInteropTests(ITestOutputHelper output)
         int.TryParse(Environment.GetEnvironmentVariable("VHOSTCOMPAT_INTEROP_BOOT_TIMEOUT"), CultureInfo.InvariantCulture, out var s) ? s : 180);
 
     [SkippableFact]
-    public async Task QemuGuest_reaches_DRIVER_OK_against_sample_Net()
+    public Task QemuGuest_reaches_DRIVER_OK_against_sample_Net() =>
+        DriverOkAsync(InteropPrerequisites.RequireQemuGuest(), nameof(QemuGuest_reaches_DRIVER_OK_against_sample_Net));
+
+    /// <summary>The DRIVER_OK test with the QEMU build of <paramref name="tools"/> and extra virtio-net-pci properties.</summary>
+    internal async Task DriverOkAsync(InteropTools tools, string runName, string netDeviceProperties = "")
     {
-        var tools = InteropPrerequisites.RequireQemuGuest();
-        var run = InteropRun.Create(nameof(QemuGuest_reaches_DRIVER_OK_against_sample_Net));
+        var run = InteropRun.Create(runName);
         output.WriteLine($"run directory: {run.Directory}");
 
         var caps = await SampleNetBackend.GetCapabilitiesAsync(run);
@@ -33,7 +36,7 @@ public sealed class QemuNetInteropTests(ITestOutputHelper output)
         ulong? acked;
         int? qemuExit;
         IReadOnlyList<string> qemuErrors;
-        await using (var guest = await QemuGuest.StartAsync(run, tools, new QemuGuestOptions { SocketPath = socket }))
+        await using (var guest = await QemuGuest.StartAsync(run, tools, new QemuGuestOptions { SocketPath = socket, NetDeviceProperties = netDeviceProperties }))
         {
             output.WriteLine($"qemu pid {guest.Process.Pid}: {guest.Process.CommandLine}");
             guestStatus = await guest.WaitForNetStatusAsync(GuestStatusTimeout);
@@ -76,6 +79,10 @@ public sealed class QemuNetInteropTests(ITestOutputHelper output)
 
         await backend.StopAsync();
         output.WriteLine($"backend requests: {backend.RequestSequence()}");
+        foreach (var l in LogFile.ReadLines(backend.LogPath).Where(l => l.Contains("Frontend acked", StringComparison.Ordinal)))
+        {
+            output.WriteLine("backend: " + l.Trim());
+        }
 
         if (guestStatus.Status != 0x0f)
         {

@@ -25,10 +25,16 @@ public sealed class RngInteropTests(ITestOutputHelper output)
     [SkippableTheory]
     [InlineData("")]
     [InlineData("vectors=0")]
-    public async Task QemuGuest_reads_random_bytes_from_sample_Rng(string deviceProperties)
+    public Task QemuGuest_reads_random_bytes_from_sample_Rng(string deviceProperties) =>
+        ReadRandomBytesAsync(
+            InteropPrerequisites.RequireQemuGuest(),
+            nameof(QemuGuest_reads_random_bytes_from_sample_Rng) + (deviceProperties.Length > 0 ? "-" + deviceProperties : string.Empty),
+            deviceProperties);
+
+    /// <summary>The read-random-bytes test with the QEMU build of <paramref name="tools"/>.</summary>
+    internal async Task ReadRandomBytesAsync(InteropTools tools, string runName, string deviceProperties)
     {
-        var tools = InteropPrerequisites.RequireQemuGuest();
-        var run = InteropRun.Create(nameof(QemuGuest_reads_random_bytes_from_sample_Rng) + (deviceProperties.Length > 0 ? "-" + deviceProperties : string.Empty));
+        var run = InteropRun.Create(runName);
         output.WriteLine($"run directory: {run.Directory}");
         if (!await RngQemuGuest.HasDeviceAsync(run, tools))
         {
@@ -109,6 +115,10 @@ public sealed class RngInteropTests(ITestOutputHelper output)
         await backend.StopAsync();
         var backendLog = LogFile.ReadAll(backend.LogPath);
         output.WriteLine($"backend requests: {backend.RequestSequence()}");
+        foreach (var l in LogFile.ReadLines(backend.LogPath).Where(l => l.Contains("Frontend acked", StringComparison.Ordinal)))
+        {
+            output.WriteLine("backend: " + l.Trim());
+        }
         if (backend.Process.ExitCode != 0)
         {
             problems.Add($"the backend exited with code {backend.Process.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "(still running)"} after SIGTERM, expected 0");

@@ -22,11 +22,17 @@ public sealed class SwitchInteropTests(ITestOutputHelper output)
     private const int PingCount = 3;
 
     [SkippableFact]
-    public async Task QemuGuest_pings_DPDK_virtio_user_through_the_switch()
+    public Task QemuGuest_pings_DPDK_virtio_user_through_the_switch()
     {
         var tools = InteropPrerequisites.RequireQemuGuest();
         var testpmd = InteropPrerequisites.RequireTestpmd();
-        var run = InteropRun.Create(nameof(QemuGuest_pings_DPDK_virtio_user_through_the_switch));
+        return PingDpdkThroughSwitchAsync(tools, testpmd, nameof(QemuGuest_pings_DPDK_virtio_user_through_the_switch));
+    }
+
+    /// <summary>The QEMU-guest-pings-testpmd test with the QEMU build of <paramref name="tools"/> and the given testpmd.</summary>
+    internal async Task PingDpdkThroughSwitchAsync(InteropTools tools, string testpmd, string runName, string netDeviceProperties = "")
+    {
+        var run = InteropRun.Create(runName);
         output.WriteLine($"run directory: {run.Directory}");
         var clock = Stopwatch.StartNew();
         var problems = new List<string>();
@@ -38,7 +44,7 @@ public sealed class SwitchInteropTests(ITestOutputHelper output)
         await using var dpdk = await DpdkVirtioUserFrontend.StartAsync(run, testpmd, sockets[1], mac: "52:54:00:00:00:01");
         output.WriteLine($"[{clock.Elapsed.TotalSeconds:F1} s] testpmd pid {dpdk.Process.Pid} forwarding on port 1: {dpdk.Process.CommandLine}");
 
-        var options = new QemuGuestOptions { SocketPath = sockets[0], Mac = "52:54:00:12:34:02" };
+        var options = new QemuGuestOptions { SocketPath = sockets[0], Mac = "52:54:00:12:34:02", NetDeviceProperties = netDeviceProperties };
         options.GuestParameters["mode"] = "ping";
         options.GuestParameters["ip"] = "10.0.0.2/24";
         options.GuestParameters["peer"] = "10.0.0.1";

@@ -34,6 +34,9 @@ public sealed class BlockGuestOptions
 
     public int MemoryMb { get; init; } = 256;
 
+    /// <summary>MSI-X vectors of vhost-user-blk-pci; 0 (INTx, the default) because QEMU 7.2 under TCG crashes at DRIVER_OK with MSI-X + vhost-user.</summary>
+    public int Vectors { get; init; }
+
     public string Accelerator { get; init; } = Environment.GetEnvironmentVariable("VHOSTCOMPAT_QEMU_ACCEL") is { Length: > 0 } a ? a : "tcg";
 
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(3);
@@ -126,7 +129,7 @@ public sealed class BlockGuest : QemuGuestBase
                 "-chardev", "socket,id=c0,path=" + options.SocketPath
                     + (options.ReconnectSeconds is { } reconnect ? ",reconnect=" + reconnect.ToString(CultureInfo.InvariantCulture) : string.Empty),
                 // vectors=0: QEMU 7.2 under TCG crashes at DRIVER_OK with MSI-X + vhost-user (see QemuGuestOptions).
-                "-device", $"vhost-user-blk-pci,chardev=c0,id=vblk0,num-queues={options.NumQueues.ToString(CultureInfo.InvariantCulture)},vectors=0{(options.PackedRing ? ",packed=on" : "")}",
+                "-device", $"vhost-user-blk-pci,chardev=c0,id=vblk0,num-queues={options.NumQueues.ToString(CultureInfo.InvariantCulture)},vectors={options.Vectors.ToString(CultureInfo.InvariantCulture)}{(options.PackedRing ? ",packed=on" : "")}",
             ],
         });
         return new BlockGuest(process, console, qmp);

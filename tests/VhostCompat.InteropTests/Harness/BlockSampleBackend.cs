@@ -54,7 +54,8 @@ public sealed class BlockSampleBackend : IAsyncDisposable
     public static async Task<BlockSampleBackend> StartAsync(
         InteropRun run, string socketPath, string imagePath, long? createSize, int queues, string serial,
         bool readOnly = false, string name = "blk-backend", TimeSpan? timeout = null,
-        string? stateDirectory = null, int progressMs = 0, bool keepStaleSocket = false, int ioLatencyMs = 0)
+        string? stateDirectory = null, int progressMs = 0, bool keepStaleSocket = false, int ioLatencyMs = 0,
+        string logLevel = "Information")
     {
         ArgumentNullException.ThrowIfNull(run);
         if (!keepStaleSocket)
@@ -65,7 +66,7 @@ public sealed class BlockSampleBackend : IAsyncDisposable
         var args = new List<string>
         {
             DllPath, "--socket-path", socketPath, "--image", imagePath,
-            "--queues", queues.ToString(CultureInfo.InvariantCulture), "--serial", serial, "--log-level", "Information",
+            "--queues", queues.ToString(CultureInfo.InvariantCulture), "--serial", serial, "--log-level", logLevel,
         };
         if (createSize is { } size)
         {

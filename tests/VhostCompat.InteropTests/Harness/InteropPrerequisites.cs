@@ -3,7 +3,14 @@ using System.Buffers.Binary;
 namespace VhostCompat.InteropTests.Harness;
 
 /// <summary>The external peers an interop test needs, found on this machine.</summary>
-public sealed record InteropTools(string Qemu, string Kernel, string KernelVersion, string Busybox);
+public sealed record InteropTools(string Qemu, string Kernel, string KernelVersion, string Busybox)
+{
+    /// <summary>The QEMU build chosen with <see cref="InteropPrerequisites.RequireQemuGuest(QemuPeer)"/> (its -L dirs and module dir); null: <see cref="Qemu"/> as is.</summary>
+    public QemuPeer? QemuPeer { get; init; }
+
+    /// <summary>What <c>--version</c> reported for <see cref="QemuPeer"/> (null without a peer).</summary>
+    public string? QemuVersion { get; init; }
+}
 
 /// <summary>
 /// Finds QEMU, a kernel with virtio modules and a static busybox. Missing peers skip the test, unless
@@ -25,10 +32,32 @@ public static class InteropPrerequisites
     }
 
     /// <summary>Returns the tools, or skips (Skip.If) / fails (Assert.Fail) the calling [SkippableFact].</summary>
-    public static InteropTools RequireQemuGuest()
+    public static InteropTools RequireQemuGuest() => RequireQemuGuest(null);
+
+    /// <summary>
+    /// Like <see cref="RequireQemuGuest()"/>, with the given QEMU build instead of the one in PATH: a missing build or
+    /// one whose <c>--version</c> is not <see cref="QemuPeer.VersionSeries"/> skips, or fails when interop is required
+    /// (never a fallback to another QEMU).
+    /// </summary>
+    public static InteropTools RequireQemuGuest(QemuPeer? peer)
     {
         var missing = new List<string>();
-        var qemu = FindQemu(missing);
+        string? qemu;
+        string? version = null;
+        if (peer is null)
+        {
+            qemu = FindQemu(missing);
+        }
+        else
+        {
+            (version, var problem) = PeerCheck.QemuVersionOf(peer);
+            qemu = peer.Binary;
+            if (problem is not null)
+            {
+                missing.Add(problem);
+            }
+        }
+
         var (kernel, kver) = FindKernel(missing);
         var busybox = FindBusybox(missing);
         foreach (var tool in new[] { "cpio", "xz", "gzip" })
@@ -50,10 +79,22 @@ public static class InteropPrerequisites
             Skip.If(true, $"interop peers missing ({what}); install with '{InstallHint}', set {RequireVariable}=1 to make this a failure");
         }
 
-        return new InteropTools(qemu!, kernel!, kver!, busybox!);
+        return new InteropTools(qemu!, kernel!, kver!, busybox!) { QemuPeer = peer, QemuVersion = version };
     }
 
     /// <summary>dpdk-testpmd (VHOSTCOMPAT_TESTPMD or PATH), or skips / fails the calling [SkippableFact] like <see cref="RequireQemuGuest"/>.</summary>
+    /// <summary>
+    /// The testpmd of <paramref name="peer"/> after checking its EAL version: missing or the wrong version skips, or fails
+    /// when interop is required (never a fallback to another DPDK).
+    /// </summary>
+    public static string RequireTestpmd(DpdkPeer peer)
+    {
+        ArgumentNullException.ThrowIfNull(peer);
+        var (_, problem) = PeerCheck.DpdkVersionOf(peer);
+        PeerCheck.SkipOrFail(problem);
+        return peer.Testpmd!;
+    }
+
     public static string RequireTestpmd()
     {
         var testpmd = DpdkVhostBackend.TestpmdPath;

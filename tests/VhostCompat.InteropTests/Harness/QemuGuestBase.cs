@@ -114,7 +114,7 @@ public abstract class QemuGuestBase : IAsyncDisposable
         File.Delete(console);
         File.Delete(qmp);
         var mem = launch.MemoryMb.ToString(CultureInfo.InvariantCulture) + "M";
-        var args = new List<string>
+        var args = new List<string>(tools.QemuPeer?.DataDirArguments() ?? [])
         {
             "-name", name,
             "-machine", $"q35,accel={launch.Accelerator},memory-backend=mem",
@@ -130,7 +130,9 @@ public abstract class QemuGuestBase : IAsyncDisposable
         args.AddRange(["-kernel", tools.Kernel, "-initrd", launch.Initrd, "-append", launch.Append]);
         args.AddRange(launch.ExtraArguments);
 
-        var process = ExternalProcess.Start(new ExternalProcessOptions(name, tools.Qemu, args, run.Directory, launch.Timeout));
+        var processOptions = new ExternalProcessOptions(name, tools.Qemu, args, run.Directory, launch.Timeout);
+        tools.QemuPeer?.ApplyEnvironment(processOptions.Environment);
+        var process = ExternalProcess.Start(processOptions);
         run.AddArtifact($"guest console ({name})", console);
         run.AddArtifact($"QEMU stderr ({name}, pid {process.Pid})", process.StderrPath);
         if (launch.StdoutArtifact)

@@ -57,8 +57,10 @@ public sealed class RngQemuGuest : QemuGuestBase
     {
         ArgumentNullException.ThrowIfNull(run);
         ArgumentNullException.ThrowIfNull(tools);
-        await using var p = ExternalProcess.Start(new ExternalProcessOptions(
-            "qemu-device-help", tools.Qemu, ["-nodefaults", "-machine", "none", "-device", "help"], run.Directory, TimeSpan.FromSeconds(30)));
+        var helpOptions = new ExternalProcessOptions(
+            "qemu-device-help", tools.Qemu, [.. tools.QemuPeer?.DataDirArguments() ?? [], "-nodefaults", "-machine", "none", "-device", "help"], run.Directory, TimeSpan.FromSeconds(30));
+        tools.QemuPeer?.ApplyEnvironment(helpOptions.Environment);
+        await using var p = ExternalProcess.Start(helpOptions);
         await p.WaitForExitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
         return (p.ReadStdout() + p.ReadStderr()).Contains("\"vhost-user-rng-pci\"", StringComparison.Ordinal);
     }
