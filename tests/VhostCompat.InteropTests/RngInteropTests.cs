@@ -38,7 +38,7 @@ public sealed class RngInteropTests(ITestOutputHelper output)
         output.WriteLine($"run directory: {run.Directory}");
         if (!await RngQemuGuest.HasDeviceAsync(run, tools))
         {
-            const string what = "this QEMU has no vhost-user-rng-pci device (qemu-system-x86_64 -device help)";
+            const string what = "this QEMU has no vhost-user-rng-pci device (qemu-system-x86_64 -device vhost-user-rng-pci,help)";
             if (InteropPrerequisites.Required)
             {
                 Assert.Fail($"{InteropPrerequisites.RequireVariable} is set, but {what}");

@@ -52,17 +52,22 @@ public sealed class RngQemuGuest : QemuGuestBase
     {
     }
 
-    /// <summary>True when this QEMU knows the vhost-user-rng-pci device (<c>-device help</c>).</summary>
+    /// <summary>
+    /// True when this QEMU knows the vhost-user-rng-pci device (<c>-device vhost-user-rng-pci,help</c>). Not the full
+    /// <c>-device help</c>: that loads every module, and QEMU 10.0 from a private prefix also finds Debian 12's 7.2
+    /// modules (/usr/lib/x86_64-linux-gnu/qemu, e.g. ui-opengl.so), refuses them ("Only modules from the same build can
+    /// be loaded") and lists nothing.
+    /// </summary>
     public static async Task<bool> HasDeviceAsync(InteropRun run, InteropTools tools)
     {
         ArgumentNullException.ThrowIfNull(run);
         ArgumentNullException.ThrowIfNull(tools);
         var helpOptions = new ExternalProcessOptions(
-            "qemu-device-help", tools.Qemu, [.. tools.QemuPeer?.DataDirArguments() ?? [], "-nodefaults", "-machine", "none", "-device", "help"], run.Directory, TimeSpan.FromSeconds(30));
+            "qemu-device-help", tools.Qemu, [.. tools.QemuPeer?.DataDirArguments() ?? [], "-nodefaults", "-machine", "none", "-device", "vhost-user-rng-pci,help"], run.Directory, TimeSpan.FromSeconds(30));
         tools.QemuPeer?.ApplyEnvironment(helpOptions.Environment);
         await using var p = ExternalProcess.Start(helpOptions);
         await p.WaitForExitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
-        return (p.ReadStdout() + p.ReadStderr()).Contains("\"vhost-user-rng-pci\"", StringComparison.Ordinal);
+        return (p.ReadStdout() + p.ReadStderr()).Contains("vhost-user-rng-pci options:", StringComparison.Ordinal);
     }
 
     public static async Task<RngQemuGuest> StartAsync(InteropRun run, InteropTools tools, RngGuestOptions options, string name = "qemu")
