@@ -5,11 +5,20 @@ using VhostCompat.Virtio;
 
 namespace VhostCompat.Cli;
 
+/// <summary>The files and sockets <c>check</c> was given (null: not given).</summary>
+internal sealed record CheckInputs(string? Record, string? Profile, string? Type, string? SourceCaps, string? Caps, string? Socket, string? VmFrontend, string? Frontend);
+
 /// <summary><c>check</c> and <c>probe</c>.</summary>
 internal static class CheckCommands
 {
-    public static async Task<int> CheckAsync(CliIo io, string? recordPath, string? profileText, string? type, string? sourceCapsPath, string? capsPath, string? socket, TimeSpan timeout, bool json, CancellationToken cancellationToken)
+    public static async Task<int> CheckAsync(CliIo io, CheckInputs inputs, TimeSpan timeout, bool json, CancellationToken cancellationToken)
     {
+        var (recordPath, profileText, type, sourceCapsPath, capsPath, socket, vmFrontendPath, frontendPath) = inputs;
+        if (vmFrontendPath is not null && recordPath is null)
+        {
+            throw new CliException("--vm-frontend needs --record (the frontend belongs to the VM the record describes)");
+        }
+
         if (recordPath is null && profileText is null)
         {
             throw new CliException("give the source VM's --record and/or --profile");
@@ -25,6 +34,16 @@ internal static class CheckCommands
         BackendCapabilities destination = capsPath is not null
             ? CliSupport.LoadCaps(capsPath)
             : await ProbeAsync(socket!, CliSupport.ParseType(type ?? "net"), timeout, probeRing: true, cancellationToken).ConfigureAwait(false);
+
+        if (vmFrontendPath is not null)
+        {
+            record = record!.WithFrontend(FrontendInfo.Parse(CliSupport.ReadInput(vmFrontendPath), CliSupport.Label(vmFrontendPath)));
+        }
+
+        if (frontendPath is not null)
+        {
+            destination = destination.WithFrontend(FrontendInfo.Parse(CliSupport.ReadInput(frontendPath), CliSupport.Label(frontendPath)));
+        }
 
         InterfaceProfile? profile = null;
         if (profileText is not null)

@@ -156,12 +156,29 @@ internal static class CliApp
         var sourceCaps = new Option<string?>("--source-caps") { Description = "The source backend's capability document, to resolve a profile id by its values" };
         var dstCaps = new Option<string?>("--caps") { Description = "The destination's capability document" };
         var socket = new Option<string?>("--socket") { Description = "The destination backend's socket (probed live)" };
-        var check = new Command("check", "Preflight: can the destination carry the VM? Exit 0 compatible, 1 incompatible, 2 error.\n\nExamples:\n  vhost-compat check --record vm-1234.net0.json --caps dst-caps.json\n  vhost-compat check --profile org.example.vnet.v2 --socket /run/dst/vnet.sock --json")
+        var vmFrontend = new Option<string?>("--vm-frontend") { Description = "The VM's frontend document (vhost-compat frontend --qmp): replaces the record's" };
+        var dstFrontend = new Option<string?>("--frontend") { Description = "The destination host's frontend document (vhost-compat frontend --qemu): replaces the capability document's" };
+        var check = new Command("check", "Preflight: can the destination carry the VM? Exit 0 compatible, 1 incompatible, 2 error.\n\nExamples:\n  vhost-compat check --record vm-1234.net0.json --caps dst-caps.json\n  vhost-compat check --profile org.example.vnet.v2 --socket /run/dst/vnet.sock --json\n  vhost-compat check --record r.json --vm-frontend vm.json --caps dst-caps.json --frontend dst-qemu.json")
         {
-            record, profile, optionalType, sourceCaps, dstCaps, socket, timeout,
+            record, profile, optionalType, sourceCaps, dstCaps, socket, timeout, vmFrontend, dstFrontend,
         };
-        check.SetAction((r, ct) => CheckCommands.CheckAsync(io, r.GetValue(record), r.GetValue(profile), r.GetValue(optionalType), r.GetValue(sourceCaps), r.GetValue(dstCaps), r.GetValue(socket), Seconds(r.GetValue(timeout)), r.GetValue(json), ct));
+        check.SetAction((r, ct) => CheckCommands.CheckAsync(io, new CheckInputs(r.GetValue(record), r.GetValue(profile), r.GetValue(optionalType), r.GetValue(sourceCaps), r.GetValue(dstCaps), r.GetValue(socket), r.GetValue(vmFrontend), r.GetValue(dstFrontend)), Seconds(r.GetValue(timeout)), r.GetValue(json), ct));
         root.Add(check);
+
+        // frontend
+        var qmpSocket = new Option<string?>("--qmp") { Description = "A running VM's QMP socket: its version, machine type and the machine types of its binary" };
+        var qemuBinary = new Option<string?>("--qemu") { Description = "A hypervisor binary (started with -machine none -S -qmp stdio only to be asked): version and machine types" };
+        var qemuArg = new Option<string[]>("--qemu-arg") { Description = "An extra argument for --qemu (repeat), e.g. -L DIR", AllowMultipleArgumentsPerToken = false, DefaultValueFactory = _ => [] };
+        var machine = new Option<string?>("--machine") { Description = "The VM's machine type (e.g. pc-q35-7.2), when not read from --qmp" };
+        var intoRecord = new Option<string?>("--record") { Description = "Print this acked-state record with the frontend embedded (the VM's side)" };
+        var intoCaps = new Option<string?>("--caps") { Description = "Print this capability document with the frontend embedded (the destination host's side)" };
+        var frontendTimeout = new Option<double>("--timeout") { Description = "Seconds to wait for QMP", DefaultValueFactory = _ => 30 };
+        var frontend = new Command("frontend", "Reads the frontend side of a VM's interface over QMP and prints a frontend document, or a record / capability document with it embedded.\n\nExamples:\n  vhost-compat frontend --qmp /run/vm-1234.qmp --record vm-1234.net0.json > vm-1234.net0.frontend.json\n  vhost-compat frontend --qemu /usr/bin/qemu-system-x86_64 --caps dst-caps.json > dst-caps-with-frontend.json")
+        {
+            qmpSocket, qemuBinary, qemuArg, machine, intoRecord, intoCaps, frontendTimeout,
+        };
+        frontend.SetAction((r, ct) => FrontendCommands.RunAsync(io, r.GetValue(qmpSocket), r.GetValue(qemuBinary), r.GetValue(qemuArg) ?? [], r.GetValue(machine), r.GetValue(intoRecord), r.GetValue(intoCaps), Seconds(r.GetValue(frontendTimeout)), ct));
+        root.Add(frontend);
 
         // probe
         var probeSocket = new Argument<string>("socket") { Description = "The backend's Unix socket" };

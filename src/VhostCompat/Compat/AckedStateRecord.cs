@@ -119,6 +119,17 @@ public sealed class AckedStateRecord
     public DateTimeOffset SavedAt { get; }
 
     /// <summary>
+    /// The VM's frontend (hypervisor version and machine type) when management recorded it with
+    /// <see cref="WithFrontend"/> (<c>vhost-compat frontend --qmp SOCKET --record FILE</c>); null otherwise. A backend
+    /// cannot see it over vhost-user.
+    /// </summary>
+    public FrontendInfo? Frontend { get; private init; }
+
+    /// <summary>This record with <paramref name="frontend"/> as the VM's frontend.</summary>
+    public AckedStateRecord WithFrontend(FrontendInfo? frontend) =>
+        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, Generation, SavedAt, ProfilePinned) { Frontend = frontend };
+
+    /// <summary>
     /// Everything that keeps a backend offering <paramref name="offer"/> from honouring this record
     /// (a downgrade): missing virtio feature bits and protocol features by name, fewer queues,
     /// smaller ring limit, smaller config space, different guest-visible config. Empty when it can.
@@ -144,6 +155,7 @@ public sealed class AckedStateRecord
             QueueCount = QueueCount,
             QueueSizes = [.. QueueSizes.Select(kv => new QueueSizeJson { Index = kv.Key, Size = kv.Value })],
             Config = Convert.ToHexStringLower(_config),
+            Frontend = Frontend?.ToJsonModel(),
         };
         byte[] payloadBytes;
         using (var ms = new MemoryStream())
@@ -278,8 +290,11 @@ public sealed class AckedStateRecord
 
         try
         {
-            var record = new AckedStateRecord(json.Key, type, features, protocol, profile, json.QueueCount, sizes, config, json.Generation, savedAt, json.ProfilePinned ?? true);
-            return record;
+            var frontend = json.Frontend is null ? null : FrontendInfo.From(json.Frontend, fileName, P + "frontend", err);
+            return new AckedStateRecord(json.Key, type, features, protocol, profile, json.QueueCount, sizes, config, json.Generation, savedAt, json.ProfilePinned ?? true)
+            {
+                Frontend = frontend,
+            };
         }
         catch (ArgumentException ex)
         {
@@ -295,7 +310,7 @@ public sealed class AckedStateRecord
     }
 
     internal AckedStateRecord WithGeneration(ulong generation, DateTimeOffset savedAt) =>
-        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned);
+        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned) { Frontend = Frontend };
 }
 
 /// <summary>

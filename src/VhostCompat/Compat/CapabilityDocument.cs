@@ -66,6 +66,13 @@ public sealed class BackendCapabilities
     /// <summary>The profile catalog, or null.</summary>
     public ProfileCatalog? Catalog { get; }
 
+    /// <summary>The host's frontend (hypervisor version and the machine types it can load), or null when not recorded.</summary>
+    public FrontendInfo? Frontend { get; internal init; }
+
+    /// <summary>This capability set with <paramref name="frontend"/> as the host's frontend.</summary>
+    public BackendCapabilities WithFrontend(FrontendInfo? frontend) =>
+        new(DeviceType, VirtioFeatures, ProtocolFeatures, Queues, MaxQueueSize, ConfigSize, Config, Catalog, MaxMemorySlots, QueueNumReply) { Frontend = frontend };
+
     /// <summary>
     /// A capability set from raw protocol answers (e.g. a probe over the socket): the config space
     /// bytes are decoded into guest-visible fields for <paramref name="virtioFeatures"/>.
@@ -175,6 +182,7 @@ public static class CapabilityDocument
                     Latest = c.Catalog.Latest.Id!,
                     Supported = [.. c.Catalog.Profiles.Select(p => new ProfileEntryJson { Id = p.Id!, Canonical = p.Canonical })],
                 },
+                Frontend = c.Frontend?.ToJsonModel(),
             },
         };
         return JsonSerializer.Serialize(json, CompatJsonContext.Default.CapabilitiesJson);
@@ -293,7 +301,10 @@ public static class CapabilityDocument
             }
         }
 
-        return new BackendCapabilities(type, features, protocol, v.Queues, v.MaxQueueSize, v.ConfigSize, v.Config, catalog, v.MaxMemorySlots, v.QueueNumReply);
+        return new BackendCapabilities(type, features, protocol, v.Queues, v.MaxQueueSize, v.ConfigSize, v.Config, catalog, v.MaxMemorySlots, v.QueueNumReply)
+        {
+            Frontend = v.Frontend is null ? null : FrontendInfo.From(v.Frontend, fileName, P + "frontend", CompatJsonReader.Plain),
+        };
     }
 
     /// <summary>Reads and parses a capability document file.</summary>

@@ -240,6 +240,9 @@ internal sealed class VhostCompatCapabilitiesJson
     public Dictionary<string, string>? Config { get; set; }
 
     public ProfilesJson? Profiles { get; set; }
+
+    /// <summary>The host's frontend (hypervisor version, loadable machine types), when added by <c>vhost-compat frontend</c>.</summary>
+    public FrontendJson? Frontend { get; set; }
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
@@ -305,6 +308,9 @@ internal sealed class AckedStatePayloadJson
     public required List<QueueSizeJson> QueueSizes { get; set; }
 
     public required string Config { get; set; }
+
+    /// <summary>The VM's frontend (hypervisor version, machine type), when management recorded it.</summary>
+    public FrontendJson? Frontend { get; set; }
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
@@ -314,6 +320,36 @@ internal sealed class QueueSizeJson
     public required int Index { get; set; }
 
     public required int Size { get; set; }
+}
+
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
+[SuppressMessage("Performance", "CA1812", Justification = "Instantiated by System.Text.Json.")]
+internal sealed class FrontendJson
+{
+    public required string Product { get; set; }
+
+    public required string ProductVersion { get; set; }
+
+    public string? Machine { get; set; }
+
+    public List<string> Machines { get; set; } = [];
+}
+
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
+[SuppressMessage("Performance", "CA1812", Justification = "Instantiated by System.Text.Json.")]
+internal sealed class FrontendDocumentJson
+{
+    public required string Format { get; set; }
+
+    public required int Version { get; set; }
+
+    public required string Product { get; set; }
+
+    public required string ProductVersion { get; set; }
+
+    public string? Machine { get; set; }
+
+    public List<string> Machines { get; set; } = [];
 }
 
 [JsonSourceGenerationOptions(
@@ -326,6 +362,7 @@ internal sealed class QueueSizeJson
 [JsonSerializable(typeof(CapabilitiesJson))]
 [JsonSerializable(typeof(LockFileJson))]
 [JsonSerializable(typeof(AckedStatePayloadJson))]
+[JsonSerializable(typeof(FrontendDocumentJson))]
 internal sealed partial class CompatJsonContext : JsonSerializerContext
 {
 }

@@ -21,7 +21,8 @@ public enum PreflightSeverity
 /// <c>profile-unsupported</c> (profile bits or limits missing), <c>protocol-features</c>,
 /// <c>ring-size</c>, <c>queue-count</c>, <c>config-size</c>, <c>config-mismatch</c>,
 /// <c>profile-changed</c> (same id, different values), <c>profile-not-in-catalog</c> (warning),
-/// <c>profile-not-pinned</c> (warning: the record's profile was the source's default, not a pin; only the acked interface is checked).
+/// <c>profile-not-pinned</c> (warning: the record's profile was the source's default, not a pin; only the acked interface is checked),
+/// <c>machine-type</c> (the destination's frontend has no such machine type), <c>frontend-not-checked</c> (warning: one side's frontend is unknown).
 /// </param>
 /// <param name="Message">A sentence for humans.</param>
 /// <param name="Features">The feature names concerned (empty when not about features).</param>
@@ -140,6 +141,7 @@ public static class PreflightCheck
             return new PreflightResult(findings);
         }
 
+        CheckFrontend(record?.Frontend, dst.Frontend, findings);
         if (record is not null)
         {
             // LOG_ALL is switched on only while the source migrates; it is not part of the guest's interface.
@@ -246,6 +248,36 @@ public static class PreflightCheck
         }
 
         return new PreflightResult([.. findings.OrderBy(f => f.Severity)]);
+    }
+
+    /// <summary>
+    /// The frontend rule: QEMU starts an incoming VM with the source's machine type, so a destination hypervisor that
+    /// has no such machine type refuses to start (QEMU 7.2 for <c>pc-q35-10.0</c>: "unsupported machine type") and the
+    /// migration fails while the source keeps running.
+    /// </summary>
+    private static void CheckFrontend(FrontendInfo? vm, FrontendInfo? host, List<PreflightFinding> findings)
+    {
+        if (vm?.Machine is not { } machine)
+        {
+            if (host is not null && vm is null)
+            {
+                findings.Add(new PreflightFinding(PreflightSeverity.Warning, "frontend-not-checked",
+                    $"the destination runs {host}, but the VM's frontend (hypervisor version, machine type) is not known: give it with --vm-frontend or record it (vhost-compat frontend --qmp)", NoFeatures));
+            }
+
+            return;
+        }
+
+        switch (host?.CanLoad(machine))
+        {
+            case false:
+                findings.Add(Error("machine-type", $"the VM runs machine type {machine} ({vm.Product} {vm.Version}); the destination's {host!.Product} {host.Version} has no such machine type and would refuse to start"));
+                break;
+            case null:
+                findings.Add(new PreflightFinding(PreflightSeverity.Warning, "frontend-not-checked",
+                    $"the VM runs machine type {machine} ({vm.Product} {vm.Version}); the destination's machine types are not known, so this was not checked (add them with vhost-compat frontend --qemu BIN --caps FILE)", NoFeatures));
+                break;
+        }
     }
 
     private static PreflightFinding Error(string code, string message) => new(PreflightSeverity.Error, code, message, NoFeatures);
