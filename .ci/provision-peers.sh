@@ -150,8 +150,11 @@ provision_dpdk() {
     touch "$root/.complete"
   fi
 
-  local wrapper="$HERE/dpdk-$DPDK_SERIES-testpmd"
-  [ -x "$wrapper" ] || die "$wrapper missing or not executable"
+  # The wrapper is installed next to the chroot: peers.env must not point into the checkout that provisioned it
+  # (a CI clone in /tmp is deleted afterwards).
+  local wrapper="$PEERS_ROOT/bin/dpdk-$DPDK_SERIES-testpmd"
+  [ -x "$HERE/dpdk-$DPDK_SERIES-testpmd" ] || die "$HERE/dpdk-$DPDK_SERIES-testpmd missing or not executable"
+  install -D -m 0755 "$HERE/dpdk-$DPDK_SERIES-testpmd" "$wrapper"
   [ -x "$root/usr/bin/dpdk-testpmd" ] || die "$root/usr/bin/dpdk-testpmd missing (package dpdk-dev in the chroot)"
   local ver
   ver=$(chroot "$root" dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null || true)

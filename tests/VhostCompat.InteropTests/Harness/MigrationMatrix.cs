@@ -52,6 +52,27 @@ public sealed class MatrixHop
 
     public required PreflightResult Preflight { get; init; }
 
+    /// <summary>The acked-state record of the source backend the preflight ran on.</summary>
+    public required AckedStateRecord Record { get; init; }
+
+    /// <summary>The destination build's capability document the preflight ran against.</summary>
+    public required VhostCompat.Compat.BackendCapabilities DestinationCapabilities { get; init; }
+
+    /// <summary>The source's QEMU build and machine type (null: the one QEMU of a single-version matrix).</summary>
+    public MatrixFrontend? FromFrontend { get; init; }
+
+    /// <summary>The destination's QEMU build and machine type.</summary>
+    public MatrixFrontend? ToFrontend { get; init; }
+
+    /// <summary>"QEMU 10.0 pc-q35-7.2, build 3 unpinned" (or the backend alone).</summary>
+    public string FromLabel => FromFrontend is null ? From.Label : $"{FromFrontend.Label}, {From.Label}";
+
+    /// <summary>The destination, like <see cref="FromLabel"/>.</summary>
+    public string ToLabel => ToFrontend is null ? To.Label : $"{ToFrontend.Label}, {To.Label}";
+
+    /// <summary>SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE requests either backend logged during the hop (Debug log only).</summary>
+    public int DeviceStateRequests { get; set; }
+
     public MigrationResult? Migration { get; set; }
 
     /// <summary>Run state of the destination QEMU after the migration ("running", "exited", ...).</summary>
@@ -99,10 +120,10 @@ public sealed class MatrixHop
     {
         var errors = Preflight.Findings.Where(f => f.Severity == PreflightSeverity.Error).Select(f => f.Features.Count > 0 ? $"{f.Code}: {string.Join(", ", f.Features)}" : f.Code);
         var verdict = Preflight.Compatible ? "compatible" : "incompatible (" + string.Join("; ", errors) + ")";
-        var qemu = Migration is null ? "(not run)" : Migration.Status == "completed"
+        var qemu = Migration is null ? $"not started: destination {DestinationState} ({string.Join(" ", DestinationStderr.Take(1))})" : Migration.Status == "completed"
             ? $"completed ({Timing}); destination {DestinationState}; ping lost {LostAcross}"
             : $"{Migration.Status}; destination {DestinationState}";
-        return $"| {Row} | {Leg} | {From.Label} | {To.Label} | {verdict} | {qemu} | {(Agrees ? "yes" : "**NO**")} |";
+        return $"| {Row} | {Leg} | {FromLabel} | {ToLabel} | {verdict} | {qemu} | {(Agrees ? "yes" : "**NO**")} |";
     }
 }
 
@@ -150,14 +171,14 @@ public static class MatrixGuest
     /// Appends the row's table lines to <c>migration-matrix.md</c> in the interop directory (one file per test
     /// process, so a whole run's table can be copied into docs/compatibility.md).
     /// </summary>
-    public static string AppendToTable(IEnumerable<MatrixHop> hops)
+    public static string AppendToTable(IEnumerable<MatrixHop> hops, string stem = "migration-matrix", string qemuColumn = "QEMU 7.2")
     {
         ArgumentNullException.ThrowIfNull(hops);
-        var file = Path.Combine(Initramfs.CacheDirectory, $"migration-matrix-{Environment.ProcessId}.md");
+        var file = Path.Combine(Initramfs.CacheDirectory, $"{stem}-{Environment.ProcessId}.md");
         var sb = new StringBuilder();
         if (!File.Exists(file))
         {
-            sb.Append("| row | leg | from | to | preflight | QEMU 7.2 | agree |\n|---|---|---|---|---|---|---|\n");
+            sb.Append($"| row | leg | from | to | preflight | {qemuColumn} | agree |\n|---|---|---|---|---|---|---|\n");
         }
 
         foreach (var h in hops)

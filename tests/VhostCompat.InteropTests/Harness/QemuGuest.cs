@@ -38,6 +38,12 @@ public sealed class QemuGuestOptions
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
     public IList<string> ExtraArguments { get; } = [];
+
+    /// <summary>
+    /// The machine type: "q35" (the binary's newest q35) or a versioned one such as "pc-q35-7.2", which both QEMU 7.2
+    /// and 10.0 can run and migrate between.
+    /// </summary>
+    public string Machine { get; init; } = "q35";
 }
 
 /// <summary>The guest's report of its virtio-net device (console lines of the initramfs /init).</summary>
@@ -107,6 +113,7 @@ public sealed class QemuGuest : QemuGuestBase
             ],
             ExtraArguments = options.ExtraArguments,
             StdoutArtifact = true,
+            Machine = options.Machine,
         });
         return new QemuGuest(process, console, qmp);
     }

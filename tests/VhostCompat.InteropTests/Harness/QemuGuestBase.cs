@@ -100,6 +100,9 @@ public abstract class QemuGuestBase : IAsyncDisposable
 
         /// <summary>Also list QEMU's stdout among the run's artifacts.</summary>
         public bool StdoutArtifact { get; init; }
+
+        /// <summary>The -machine type ("q35", "pc-q35-7.2", ...).</summary>
+        public string Machine { get; init; } = "q35";
     }
 
     /// <summary>
@@ -117,7 +120,7 @@ public abstract class QemuGuestBase : IAsyncDisposable
         var args = new List<string>(tools.QemuPeer?.DataDirArguments() ?? [])
         {
             "-name", name,
-            "-machine", $"q35,accel={launch.Accelerator},memory-backend=mem",
+            "-machine", $"{launch.Machine},accel={launch.Accelerator},memory-backend=mem",
             "-cpu", launch.Accelerator == "tcg" ? "max" : "host,-arch-capabilities",
             "-smp", launch.Cpus.ToString(CultureInfo.InvariantCulture),
             "-m", mem,
