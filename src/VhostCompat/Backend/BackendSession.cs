@@ -72,7 +72,7 @@ internal sealed class BackendSession
         }
 
         _offeredFeatures = pin?.OfferedFeatures(OfferedFeatures(device)) ?? OfferedFeatures(device);
-        _offeredProtocol = (ulong)OfferedProtocolFeatures(device, options);
+        _offeredProtocol = (ulong)(pin?.OfferedProtocolFeatures(OfferedProtocolFeatures(device, options)) ?? OfferedProtocolFeatures(device, options));
     }
 
     internal static ulong OfferedFeatures(VhostUserDevice device) =>

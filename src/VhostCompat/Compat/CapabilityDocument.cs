@@ -109,6 +109,7 @@ public sealed class BackendCapabilities
         {
             var pin = ProfilePin.Create(device, pinned);
             features = pin.OfferedFeatures(features);
+            protocol = (ulong)pin.OfferedProtocolFeatures((VhostCompat.Protocol.VhostUserProtocolFeatures)protocol);
             queues = pin.QueueCount;
             maxRing = pin.MaxRingSize;
             queueNum = pin.QueueNumReply;

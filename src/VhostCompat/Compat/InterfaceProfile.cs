@@ -51,6 +51,9 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
     /// <summary>Ring size used when a value list does not give <c>max_ring</c> (QEMU's default queue size).</summary>
     public const ushort DefaultMaxRingSize = 256;
 
+    /// <summary>The value-list key of <see cref="DeviceState"/>.</summary>
+    private const string DeviceStateKey = "device_state";
+
     private const int MaxIdLength = 128;
 
     /// <summary>
@@ -67,9 +70,15 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
     /// <param name="mtu">Net only: the MTU the config space reports (68..65535); requires the <c>mtu</c> feature. Null = not pinned.</param>
     /// <param name="blockSize">Block only: the logical block size in bytes (power of two 512..65536); requires <c>blk_size</c>. Null = not pinned.</param>
     /// <param name="capacity">Block only: capacity in 512-byte sectors. Null = not pinned.</param>
+    /// <param name="deviceState">
+    /// The DEVICE_STATE protocol feature (key <c>device_state</c>): false never offers it, true requires a device with
+    /// state, null (default) leaves it to the device. It decides whether a frontend that transfers backend state
+    /// (QEMU 10.0 for vhost-user-net) puts that state into the migration stream, which QEMU 7.2 cannot load.
+    /// </param>
     /// <exception cref="ProfileFormatException">A rule is broken; <see cref="ProfileFormatException.Key"/> names the key.</exception>
-    public InterfaceProfile(VirtioDeviceType deviceType, ulong features, ushort maxRingSize, int queues, string? id = null, ushort? mtu = null, uint? blockSize = null, ulong? capacity = null)
+    public InterfaceProfile(VirtioDeviceType deviceType, ulong features, ushort maxRingSize, int queues, string? id = null, ushort? mtu = null, uint? blockSize = null, ulong? capacity = null, bool? deviceState = null)
     {
+        DeviceState = deviceState;
         DeviceType = deviceType;
         Features = features;
         MaxRingSize = maxRingSize;
@@ -106,12 +115,15 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
     /// <summary>Block: capacity in 512-byte sectors, or null when not pinned.</summary>
     public ulong? Capacity { get; }
 
+    /// <summary>The DEVICE_STATE protocol feature: offered (true), never offered (false), or the device's choice (null).</summary>
+    public bool? DeviceState { get; }
+
     /// <summary>The answer to GET_QUEUE_NUM under this profile: queue pairs for net, virtqueues otherwise.</summary>
     public ulong QueueNumReply => DeviceType == VirtioDeviceType.Net ? (ulong)(Queues / 2) : (ulong)Queues;
 
     /// <summary>
     /// The canonical value list: <c>type=</c> first, then every other key of the device type in
-    /// ordinal order, each exactly once (<c>capacity</c> only when pinned). Two profiles with the
+    /// ordinal order, each exactly once (<c>capacity</c> and <c>device_state</c> only when pinned). Two profiles with the
     /// same values have the same canonical string under the same SDK version.
     /// </summary>
     public string Canonical { get; }
@@ -173,6 +185,7 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
         ushort? mtu = null;
         uint? blockSize = null;
         ulong? capacity = null;
+        bool? deviceState = null;
         foreach (var (rawKey, value) in items)
         {
             string key = rawKey;
@@ -199,6 +212,14 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
                     break;
                 case "capacity" when dt == VirtioDeviceType.Block:
                     capacity = ParseNumber(key, value, 0, long.MaxValue);
+                    break;
+                case DeviceStateKey:
+                    deviceState = value switch
+                    {
+                        "on" => true,
+                        "off" => false,
+                        _ => throw new ProfileFormatException(key, $"value '{value}' is not on or off"),
+                    };
                     break;
                 default:
                     if (feature is null)
@@ -237,7 +258,7 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
             }
         }
 
-        return new InterfaceProfile(dt, features, maxRing, queues, null, mtu, blockSize, capacity);
+        return new InterfaceProfile(dt, features, maxRing, queues, null, mtu, blockSize, capacity, deviceState);
     }
 
     /// <summary>Like <see cref="Parse"/>, returning false and the error instead of throwing.</summary>
@@ -314,7 +335,7 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
 
     /// <summary>The same profile under another id.</summary>
     /// <exception cref="ProfileFormatException">The id is not valid (<see cref="IsValidId"/>).</exception>
-    public InterfaceProfile WithId(string? id) => new(DeviceType, Features, MaxRingSize, Queues, id, Mtu, BlockSize, Capacity);
+    public InterfaceProfile WithId(string? id) => new(DeviceType, Features, MaxRingSize, Queues, id, Mtu, BlockSize, Capacity, DeviceState);
 
     /// <summary>The keys and values of <see cref="Canonical"/>, in canonical order.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Values() => BuildValues();
@@ -349,7 +370,10 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
     public IReadOnlyList<string> CheckSupportedBy(VhostUserDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        return CheckSupportedBy(device.DeviceFeatures, device.QueueCount, device.MaxQueueSize);
+        var problems = CheckSupportedBy(device.DeviceFeatures, device.QueueCount, device.MaxQueueSize);
+        return DeviceState == true && device.StateVersion == 0
+            ? [.. problems, "device_state=on, but the device has no state to transfer (StateVersion 0)"]
+            : problems;
     }
 
     /// <summary>
@@ -379,7 +403,8 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
     /// <summary>True when both profiles present the same interface, whatever their ids.</summary>
     public bool SameInterface(InterfaceProfile? other) =>
         other is not null && DeviceType == other.DeviceType && Features == other.Features && MaxRingSize == other.MaxRingSize
-        && Queues == other.Queues && Mtu == other.Mtu && BlockSize == other.BlockSize && Capacity == other.Capacity;
+        && Queues == other.Queues && Mtu == other.Mtu && BlockSize == other.BlockSize && Capacity == other.Capacity
+        && DeviceState == other.DeviceState;
 
     /// <inheritdoc/>
     public bool Equals(InterfaceProfile? other) => SameInterface(other) && string.Equals(Id, other!.Id, StringComparison.Ordinal);
@@ -573,6 +598,11 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
         if (Capacity is { } c)
         {
             list.Add(new("capacity", c.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        if (DeviceState is { } ds)
+        {
+            list.Add(new(DeviceStateKey, ds ? "on" : "off"));
         }
 
         list.Sort((a, b) => string.CompareOrdinal(a.Key, b.Key));

@@ -144,6 +144,10 @@ public static class PreflightCheck
         CheckFrontend(record?.Frontend, dst.Frontend, findings);
         if (record is not null)
         {
+            FrontendStreamRule.Check(record, dst.Frontend, findings);
+        }
+        if (record is not null)
+        {
             // LOG_ALL is switched on only while the source migrates; it is not part of the guest's interface.
             ulong acked = record.AckedFeatures & ~VirtioFeatureBits.LogAll;
             ulong missing = acked & ~dst.VirtioFeatures;

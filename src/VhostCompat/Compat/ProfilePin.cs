@@ -39,6 +39,10 @@ internal sealed class ProfilePin
     /// <summary>GET_QUEUE_NUM under the pin (queue pairs for net, virtqueues otherwise).</summary>
     public ulong QueueNumReply => Profile.QueueNumReply;
 
+    /// <summary>GET_PROTOCOL_FEATURES under the pin: without DEVICE_STATE when the profile says <c>device_state=off</c>.</summary>
+    public VhostCompat.Protocol.VhostUserProtocolFeatures OfferedProtocolFeatures(VhostCompat.Protocol.VhostUserProtocolFeatures offered) =>
+        Profile.DeviceState == false ? offered & ~VhostCompat.Protocol.VhostUserProtocolFeatures.DeviceState : offered;
+
     /// <summary>
     /// Pins <paramref name="device"/> to <paramref name="profile"/>.
     /// </summary>

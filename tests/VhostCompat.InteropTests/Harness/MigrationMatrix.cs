@@ -12,18 +12,23 @@ namespace VhostCompat.InteropTests.Harness;
 /// </summary>
 /// <param name="Build">1..3.</param>
 /// <param name="PinnedVersion">The pinned catalog version, or null (unpinned: the build offers its latest profile).</param>
-public sealed record MatrixBackend(int Build, int? PinnedVersion)
+/// <param name="PinValues">
+/// Pin by value list instead of by id: catalog version <paramref name="PinnedVersion"/>'s values plus extra keys
+/// (e.g. <c>device_state=off</c>); <see cref="PinLabel"/> names them.
+/// </param>
+/// <param name="PinLabel">How <paramref name="PinValues"/> is shown, e.g. "v1+device_state=off".</param>
+public sealed record MatrixBackend(int Build, int? PinnedVersion, string? PinValues = null, string? PinLabel = null)
 {
     /// <summary>"b3/v2" or "b3" (used in file names and the table).</summary>
     public string Short => PinnedVersion is { } v ? $"b{Build}/v{v}" : $"b{Build}";
 
     /// <summary>"build 3 pinned v2" / "build 3 unpinned".</summary>
-    public string Label => PinnedVersion is { } v ? $"build {Build} pinned v{v}" : $"build {Build} unpinned";
+    public string Label => PinnedVersion is { } v ? $"build {Build} pinned {PinLabel ?? "v" + v.ToString(CultureInfo.InvariantCulture)}" : $"build {Build} unpinned";
 
     /// <summary>The samples/Net options for this release and pin.</summary>
     public IReadOnlyList<string> Options =>
         PinnedVersion is { } v
-            ? ["--build", Build.ToString(CultureInfo.InvariantCulture), "--compat-profile", "org.vhostcompat.net.v" + v.ToString(CultureInfo.InvariantCulture)]
+            ? ["--build", Build.ToString(CultureInfo.InvariantCulture), "--compat-profile", PinValues ?? "org.vhostcompat.net.v" + v.ToString(CultureInfo.InvariantCulture)]
             : ["--build", Build.ToString(CultureInfo.InvariantCulture)];
 
     /// <summary>
@@ -34,7 +39,7 @@ public sealed record MatrixBackend(int Build, int? PinnedVersion)
     public static MatrixBackend DestinationFor(MatrixBackend source, int build)
     {
         ArgumentNullException.ThrowIfNull(source);
-        return new MatrixBackend(build, source.PinnedVersion is { } v && v <= build ? v : null);
+        return source.PinnedVersion is { } v && v <= build ? source with { Build = build } : new MatrixBackend(build, null);
     }
 }
 
