@@ -5,8 +5,8 @@ namespace VhostCompat.Tests;
 
 /// <summary>
 /// The SDK's tables against the vhost-user spec's numbering ("Protocol features" and "Front-end
-/// message types" in docs/interop/vhost-user.rst). Expected names are written out here, not
-/// derived from the library.
+/// message types" in docs/interop/vhost-user.rst). Expected names are written out by hand (here and
+/// in <see cref="MessageDecoderTests.SpecNames"/>), not derived from the library.
 /// </summary>
 public class SpecTablesTests
 {
@@ -18,6 +18,30 @@ public class SpecTablesTests
         "inband_notifications", "configure_mem_slots", "status", "xen_mmap", "shared_object", "device_state",
         "get_vring_base_inflight", "gpa_addresses", "shmem", "get_vring_base_skip_drain",
     ];
+
+    /// <summary>The last front-end request id in the spec.</summary>
+    private const uint LastSpecRequest = 45;
+
+    [Fact]
+    public void The_spec_name_table_covers_every_request_up_to_the_last_one()
+    {
+        // MessageDecoderTests.SpecNames pins each code's name; here: nothing is missing from it or from the enum.
+        var codes = MessageDecoderTests.SpecNames.Select(row => (uint)row[0]).ToList();
+        codes.Should().Equal(Enumerable.Range(1, (int)LastSpecRequest).Select(i => (uint)i));
+        Enum.GetValues<FrontendRequest>().Where(r => r != FrontendRequest.None).Select(r => (uint)r).Should().Equal(codes);
+    }
+
+    [Fact]
+    public void Every_request_the_spec_defines_has_a_payload_rule()
+    {
+        for (uint code = 1; code <= LastSpecRequest; code++)
+        {
+            foreach (int size in new[] { 0, 8, 40 })
+            {
+                PayloadRules.Validate(code, new byte[size], 0).Should().NotBe("unknown request code", $"{RequestNames.Name(code)} with {size} bytes");
+            }
+        }
+    }
 
     [Fact]
     public void Every_protocol_bit_the_spec_defines_has_its_spec_name()
