@@ -107,7 +107,7 @@ public sealed class HostileControlMessageTests : HostileTestBase
 
     [Theory]
     [InlineData(0u, 0)]
-    [InlineData(44u, 0)]
+    [InlineData(46u, 0)]
     [InlineData(0x1000u, 3)]
     [InlineData(0x7FFFFFFFu, 0)]
     [InlineData(0xFFFFFFFFu, 3)]
@@ -292,6 +292,8 @@ public sealed class HostileControlMessageTests : HostileTestBase
         { (uint)FrontendRequest.NetSetMtu, 8, 0 },
         { (uint)FrontendRequest.SendRarp, 8, 0 },
         { (uint)FrontendRequest.SetDeviceStateFd, 8, 1 },
+        { (uint)FrontendRequest.GetShmemConfig, 0, 0 },
+        { (uint)FrontendRequest.GetVringBaseSkipDrain, 8, 0 },
     };
 
     [Theory]

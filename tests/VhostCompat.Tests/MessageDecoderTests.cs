@@ -281,7 +281,7 @@ public class MessageDecoderTests
         { 32, "SET_INFLIGHT_FD" }, { 33, "GPU_SET_SOCKET" }, { 34, "RESET_DEVICE" }, { 35, "VRING_KICK" },
         { 36, "GET_MAX_MEM_SLOTS" }, { 37, "ADD_MEM_REG" }, { 38, "REM_MEM_REG" }, { 39, "SET_STATUS" },
         { 40, "GET_STATUS" }, { 41, "GET_SHARED_OBJECT" }, { 42, "SET_DEVICE_STATE_FD" },
-        { 43, "CHECK_DEVICE_STATE" },
+        { 43, "CHECK_DEVICE_STATE" }, { 44, "GET_SHMEM_CONFIG" }, { 45, "GET_VRING_BASE_SKIP_DRAIN" },
     };
 
     [Theory]
@@ -293,7 +293,7 @@ public class MessageDecoderTests
 
     [Theory]
     [InlineData(0u)]
-    [InlineData(44u)]
+    [InlineData(46u)]
     [InlineData(0x100u)]
     [InlineData(0x1000u)]
     [InlineData(0x7FFF_FFFFu)]

@@ -48,6 +48,8 @@ public class PayloadRulesTests
         { 41, 16, 0 }, // GET_SHARED_OBJECT UUID
         { 42, 8, 1 },  // SET_DEVICE_STATE_FD
         { 43, 0, 0 },  // CHECK_DEVICE_STATE
+        { 44, 0, 0 },  // GET_SHMEM_CONFIG
+        { 45, 8, 0 },  // GET_VRING_BASE_SKIP_DRAIN vring state
     };
 
     /// <summary>Requests with rules of their own, tested separately below.</summary>
@@ -447,8 +449,8 @@ public class PayloadRulesTests
 
     [Theory]
     [InlineData(0u)]
-    [InlineData(44u)]
-    [InlineData(45u)]
+    [InlineData(46u)]           // first code after GET_VRING_BASE_SKIP_DRAIN
+    [InlineData(47u)]
     [InlineData(0xFFu)]
     [InlineData(0x105u)]        // SET_MEM_TABLE if narrowed to a byte
     [InlineData(0x1000u)]
@@ -477,7 +479,7 @@ public class PayloadRulesTests
         FrontendRequest.GetMaxMemSlots, FrontendRequest.GetStatus, FrontendRequest.GetSharedObject,
         FrontendRequest.IotlbMsg, FrontendRequest.PostcopyAdvise, FrontendRequest.PostcopyListen,
         FrontendRequest.PostcopyEnd, FrontendRequest.CreateCryptoSession, FrontendRequest.SetDeviceStateFd,
-        FrontendRequest.CheckDeviceState,
+        FrontendRequest.CheckDeviceState, FrontendRequest.GetShmemConfig, FrontendRequest.GetVringBaseSkipDrain,
     ];
 
     [Theory]
@@ -490,6 +492,8 @@ public class PayloadRulesTests
     [InlineData(36u)] // GET_MAX_MEM_SLOTS
     [InlineData(40u)] // GET_STATUS
     [InlineData(41u)] // GET_SHARED_OBJECT
+    [InlineData(44u)] // GET_SHMEM_CONFIG
+    [InlineData(45u)] // GET_VRING_BASE_SKIP_DRAIN
     public void Get_request_has_its_own_reply(uint code)
     {
         PayloadRules.HasOwnReply((FrontendRequest)code).Should().BeTrue(RequestNames.Name(code));
@@ -512,7 +516,7 @@ public class PayloadRulesTests
     [Fact]
     public void HasOwnReply_is_false_for_codes_outside_the_enum()
     {
-        PayloadRules.HasOwnReply((FrontendRequest)44).Should().BeFalse();
+        PayloadRules.HasOwnReply((FrontendRequest)46).Should().BeFalse();
         PayloadRules.HasOwnReply((FrontendRequest)0xFFFF_FFFF).Should().BeFalse();
     }
 }

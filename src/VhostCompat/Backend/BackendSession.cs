@@ -379,6 +379,10 @@ internal sealed class BackendSession
                 return Gate(VhostUserProtocolFeatures.DeviceState) ?? CheckDeviceState();
             case FrontendRequest.GetSharedObject:
                 return Gate(VhostUserProtocolFeatures.SharedObject) ?? Outcome.Reject("shared objects are not supported");
+            case FrontendRequest.GetShmemConfig:
+                return Gate(VhostUserProtocolFeatures.Shmem) ?? Outcome.Reject("VIRTIO Shared Memory Regions are not supported");
+            case FrontendRequest.GetVringBaseSkipDrain:
+                return Gate(VhostUserProtocolFeatures.GetVringBaseSkipDrain) ?? Outcome.Reject("stopping a ring without draining is not supported");
             case FrontendRequest.CreateCryptoSession:
             case FrontendRequest.CloseCryptoSession:
                 return Gate(VhostUserProtocolFeatures.CryptoSession) ?? Outcome.Reject("crypto sessions are not supported");

@@ -15,6 +15,7 @@ public static class ProtocolFeatureNames
         "mq", "log_shmfd", "rarp", "reply_ack", "mtu", "backend_req", "cross_endian", "crypto_session",
         "pagefault", "config", "backend_send_fd", "host_notifier", "inflight_shmfd", "reset_device",
         "inband_notifications", "configure_mem_slots", "status", "xen_mmap", "shared_object", "device_state",
+        "get_vring_base_inflight", "gpa_addresses", "shmem", "get_vring_base_skip_drain",
     ];
 
     /// <summary>The name of bit <paramref name="bit"/> (0..63).</summary>

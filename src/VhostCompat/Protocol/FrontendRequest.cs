@@ -47,6 +47,8 @@ internal enum FrontendRequest : uint
     GetSharedObject = 41,
     SetDeviceStateFd = 42,
     CheckDeviceState = 43,
+    GetShmemConfig = 44,
+    GetVringBaseSkipDrain = 45,
 }
 
 /// <summary>Back-end → front-end request codes, sent on the back-end channel (SET_BACKEND_REQ_FD).</summary>
@@ -69,7 +71,7 @@ internal static class RequestNames
 
     private static string[] BuildNames()
     {
-        var names = new string[(int)FrontendRequest.CheckDeviceState + 1];
+        var names = new string[(int)Enum.GetValues<FrontendRequest>().Max() + 1];
         foreach (FrontendRequest r in Enum.GetValues<FrontendRequest>())
         {
             names[(int)r] = ToSpecName(r.ToString());

@@ -15,7 +15,8 @@ internal static class PayloadRules
             or FrontendRequest.GetMaxMemSlots or FrontendRequest.GetStatus or FrontendRequest.PostcopyAdvise
             or FrontendRequest.PostcopyListen or FrontendRequest.PostcopyEnd or FrontendRequest.IotlbMsg
             or FrontendRequest.GetSharedObject or FrontendRequest.SetDeviceStateFd
-            or FrontendRequest.CheckDeviceState or FrontendRequest.CreateCryptoSession => true,
+            or FrontendRequest.CheckDeviceState or FrontendRequest.CreateCryptoSession
+            or FrontendRequest.GetShmemConfig or FrontendRequest.GetVringBaseSkipDrain => true,
         _ => false,
     };
 
@@ -40,6 +41,7 @@ internal static class PayloadRules
             case FrontendRequest.PostcopyAdvise:
             case FrontendRequest.PostcopyListen:
             case FrontendRequest.PostcopyEnd:
+            case FrontendRequest.GetShmemConfig:
                 return Exact(size, 0, fdCount, 0);
             case FrontendRequest.SetFeatures:
             case FrontendRequest.SetProtocolFeatures:
@@ -51,6 +53,7 @@ internal static class PayloadRules
             case FrontendRequest.SetVringNum:
             case FrontendRequest.SetVringBase:
             case FrontendRequest.GetVringBase:
+            case FrontendRequest.GetVringBaseSkipDrain:
             case FrontendRequest.SetVringEnable:
             case FrontendRequest.SetVringEndian:
             case FrontendRequest.VringKick:

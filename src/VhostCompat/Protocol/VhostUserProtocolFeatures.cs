@@ -69,4 +69,16 @@ public enum VhostUserProtocolFeatures : ulong
 
     /// <summary>Bit 19: SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE.</summary>
     DeviceState = 1UL << 19,
+
+    /// <summary>Bit 20: in-flight requests may be left suspended (and migrated) when a ring is stopped. Never offered.</summary>
+    GetVringBaseInflight = 1UL << 20,
+
+    /// <summary>Bit 21: ring and region addresses are guest-physical instead of frontend user addresses. Never offered.</summary>
+    GpaAddresses = 1UL << 21,
+
+    /// <summary>Bit 22: VIRTIO Shared Memory Regions (GET_SHMEM_CONFIG, back-end SHMEM_MAP/UNMAP). Never offered.</summary>
+    Shmem = 1UL << 22,
+
+    /// <summary>Bit 23: GET_VRING_BASE_SKIP_DRAIN (stop a ring without draining in-flight I/O). Never offered.</summary>
+    GetVringBaseSkipDrain = 1UL << 23,
 }

@@ -52,7 +52,7 @@ internal static class MessageCases
         int[] fds = c.Random.Next(2) == 0 ? [] : [c.Fds.EventFd(), c.Fds.EventFd(), c.Fds.EventFd()];
         var payload = new byte[c.Random.Next(0, 17)];
         c.Random.NextBytes(payload);
-        p.Send(c.Pick(0u, 26u, 33u, 44u, 63u, 100u, 0x1000u, 0x7FFF_FFFFu, 0xFFFF_FFFFu), c.Pick(Plain, NeedReply), payload, fds);
+        p.Send(c.Pick(0u, 26u, 33u, 44u, 45u, 46u, 63u, 100u, 0x1000u, 0x7FFF_FFFFu, 0xFFFF_FFFFu), c.Pick(Plain, NeedReply), payload, fds);
         return await p.SyncAsync(c.Timeout).ConfigureAwait(false);
     }
 

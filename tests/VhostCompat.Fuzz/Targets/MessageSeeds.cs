@@ -49,6 +49,8 @@ internal static class MessageSeeds
             (FrontendRequest.GetStatus, [], 0),
             (FrontendRequest.SetDeviceStateFd, new byte[8], 1),
             (FrontendRequest.CheckDeviceState, [], 0),
+            (FrontendRequest.GetShmemConfig, [], 0),
+            (FrontendRequest.GetVringBaseSkipDrain, new VringStatePayload(1, 0).Encode(), 0),
         };
 
         foreach (var (request, payload, fds) in singles)
