@@ -188,6 +188,18 @@ public sealed class MatrixMigrator(Action<string> log)
 
         if (hop.QemuFeaturesLine is not { } line)
         {
+            // QEMU 7.2 loading a stream in which QEMU 10.0 put the backend's device state (DEVICE_STATE acked): it fails
+            // in virtio-net's state before it compares features.
+            if (hop.DestinationStderr.Any(l => l.Contains("Failed to load virtio-net:virtio", StringComparison.Ordinal)))
+            {
+                if (!preflightCodes.Contains("device-state-stream"))
+                {
+                    hop.Problems.Add($"the destination failed to load virtio-net's state without a features line ({string.Join(" | ", hop.DestinationStderr)}); the preflight's errors were [{string.Join(", ", preflightCodes)}] (device-state-stream expected)");
+                }
+
+                return;
+            }
+
             hop.Problems.Add("destination QEMU stderr has no 'Features 0x... unsupported. Allowed features: 0x...' line");
             return;
         }
