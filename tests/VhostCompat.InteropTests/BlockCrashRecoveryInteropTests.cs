@@ -78,11 +78,14 @@ public sealed partial class BlockCrashRecoveryInteropTests(ITestOutputHelper out
     [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost(bool packedRing)
+    public Task Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost(bool packedRing) =>
+        KilledUnderWritesAsync(InteropPrerequisites.RequireQemuGuest(), packedRing, nameof(Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost));
+
+    /// <summary>The test body with the given QEMU build (also run with QEMU 10.0 by <see cref="Qemu10InteropTests"/>).</summary>
+    internal async Task KilledUnderWritesAsync(InteropTools tools, bool packedRing, string testName)
     {
-        var tools = InteropPrerequisites.RequireQemuGuest();
         BlockGuest.RequireCompiler();
-        var run = InteropRun.Create(nameof(Block_backend_killed_with_SIGKILL_under_guest_writes_restarts_and_no_write_is_lost) + (packedRing ? " packed" : " split"));
+        var run = InteropRun.Create(testName + (packedRing ? " packed" : " split"));
         Log($"run directory: {run.Directory}");
         await BlockGuest.GetInitramfsAsync(tools);
         Log("initramfs ready");

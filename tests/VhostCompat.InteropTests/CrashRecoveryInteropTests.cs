@@ -31,10 +31,13 @@ public sealed partial class CrashRecoveryInteropTests(ITestOutputHelper output)
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
     [SkippableFact]
-    public async Task Net_backend_killed_with_SIGKILL_under_ping_restarts_and_pings_resume()
+    public Task Net_backend_killed_with_SIGKILL_under_ping_restarts_and_pings_resume() =>
+        KilledUnderPingAsync(InteropPrerequisites.RequireQemuGuest(), nameof(Net_backend_killed_with_SIGKILL_under_ping_restarts_and_pings_resume));
+
+    /// <summary>The test body with the given QEMU build (also run with QEMU 10.0 by <see cref="Qemu10InteropTests"/>).</summary>
+    internal async Task KilledUnderPingAsync(InteropTools tools, string testName)
     {
-        var tools = InteropPrerequisites.RequireQemuGuest();
-        var run = InteropRun.Create(nameof(Net_backend_killed_with_SIGKILL_under_ping_restarts_and_pings_resume));
+        var run = InteropRun.Create(testName);
         Log($"run directory: {run.Directory}");
         var problems = new List<string>();
         string[] sockets = [run.PathFor("port0.sock"), run.PathFor("port1.sock")];

@@ -45,6 +45,18 @@ public sealed class Qemu10InteropTests(ITestOutputHelper output)
         new RngInteropTests(output).ReadRandomBytesAsync(
             InteropPrerequisites.RequireQemuGuest(QemuPeer.Qemu100), nameof(Qemu10_guest_reads_random_bytes_from_sample_Rng), string.Empty);
 
+    /// <summary>SIGKILL of the switch under two pinging QEMU 10.0 guests (reconnect=1), restart, replies resume.</summary>
+    [SkippableFact]
+    public Task Qemu10_net_backend_killed_with_SIGKILL_restarts_and_pings_resume() =>
+        new CrashRecoveryInteropTests(output).KilledUnderPingAsync(
+            InteropPrerequisites.RequireQemuGuest(QemuPeer.Qemu100), nameof(Qemu10_net_backend_killed_with_SIGKILL_restarts_and_pings_resume));
+
+    /// <summary>SIGKILL of samples/Block under the guest's writers (packed ring, inflight region), restart, nothing lost.</summary>
+    [SkippableFact]
+    public Task Qemu10_block_backend_killed_with_SIGKILL_under_writes_loses_nothing() =>
+        new BlockCrashRecoveryInteropTests(output).KilledUnderWritesAsync(
+            InteropPrerequisites.RequireQemuGuest(QemuPeer.Qemu100), packedRing: true, nameof(Qemu10_block_backend_killed_with_SIGKILL_under_writes_loses_nothing));
+
     /// <summary>vectors=3 is QEMU's default for two queues (num-queues + 1); the backend logs at Debug for the request sequence.</summary>
     [SkippableFact]
     public Task Qemu10_block_data_written_survives_a_reboot() =>
