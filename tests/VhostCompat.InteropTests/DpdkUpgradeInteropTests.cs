@@ -56,6 +56,9 @@ public sealed partial class DpdkUpgradeInteropTests(ITestOutputHelper output)
 
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
+    /// <summary>The run directory's test.log: the measured timings and tool outputs stay with the run's other files.</summary>
+    private string? _runLog;
+
     [SkippableFact]
     public Task DpdkUpgrade_22_11_to_24_11_under_a_pinging_guest_resumes_as_check_predicts() =>
         UpgradeAsync(nameof(DpdkUpgrade_22_11_to_24_11_under_a_pinging_guest_resumes_as_check_predicts), devargs2211: string.Empty, devargs2411: string.Empty, expectResume: true);
@@ -71,6 +74,7 @@ public sealed partial class DpdkUpgradeInteropTests(ITestOutputHelper output)
         var (old, oldVersion) = RequireDpdk(DpdkPeer.Dpdk2211);
         var (neu, newVersion) = RequireDpdk(DpdkPeer.Dpdk2411);
         var run = InteropRun.Create(runName);
+        _runLog = run.PathFor("test.log");
         var socket = run.PathFor("vnet.sock");
         var problems = new List<string>();
         Log($"run directory: {run.Directory}; QEMU {tools.QemuVersion} ({tools.Qemu}); DPDK {oldVersion} ({old}) -> DPDK {newVersion} ({neu})");
@@ -327,7 +331,15 @@ public sealed partial class DpdkUpgradeInteropTests(ITestOutputHelper output)
 
     private static ulong Bit(int n) => 1UL << n;
 
-    private void Log(string line) => output.WriteLine($"[{_clock.Elapsed.TotalSeconds,6:F1} s] {line}");
+    private void Log(string line)
+    {
+        var stamped = $"[{_clock.Elapsed.TotalSeconds,6:F1} s] {line}";
+        output.WriteLine(stamped);
+        if (_runLog is not null)
+        {
+            File.AppendAllText(_runLog, stamped + "\n");
+        }
+    }
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
