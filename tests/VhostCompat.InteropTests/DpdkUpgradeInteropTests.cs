@@ -48,6 +48,9 @@ public sealed partial class DpdkUpgradeInteropTests(ITestOutputHelper output)
     /// </summary>
     private static readonly Regex BackendChannelEof = new(@"Unexpected end-of-file before all data were read", RegexOptions.CultureInvariant);
 
+    /// <summary>busybox ping's reply line with its round-trip time: a request queued while no backend ran is answered late.</summary>
+    private static readonly Regex ReplyRtt = new(@"bytes from [0-9.]+: seq=(?<seq>\d+) ttl=\d+ time=(?<ms>[0-9.]+) ms", RegexOptions.CultureInvariant);
+
     /// <summary>Bits QEMU sends along with the guest's: protocol_features 30 (vhost-user only); log_all 26 only while migrating.</summary>
     private static readonly ulong VhostOnly = Bits(VirtioNetFeatures.VhostFLogAll, VirtioNetFeatures.VhostUserFProtocolFeatures);
 
@@ -158,6 +161,10 @@ public sealed partial class DpdkUpgradeInteropTests(ITestOutputHelper output)
         // 6. The outcome: replies through 24.11, or QEMU refusing it on every reconnect.
         var outcome = await WaitForOutcomeAsync(guest, second, baseline, sinceStart, sinceKill);
         Log(outcome.Describe(lastBeforeKill));
+        var rtts = LogFile.ReadLines(guest.ConsolePath).Select(l => ReplyRtt.Match(l))
+            .Where(m => m.Success && int.Parse(m.Groups["seq"].Value, CultureInfo.InvariantCulture) > lastBeforeKill).Take(RepliesToResume)
+            .Select(m => $"seq={m.Groups["seq"].Value} {m.Groups["ms"].Value} ms");
+        Log($"ping round trips after the kill: [{string.Join(", ", rtts)}]");
         var resumed = outcome.Replies.Count >= RepliesToResume;
 
         // 7. probe 24.11 (live, next to QEMU's session or reconnect attempts) and check the 22.11 record against it.
