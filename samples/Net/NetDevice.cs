@@ -22,9 +22,12 @@ internal sealed partial class NetDevice : VhostUserDevice
     private readonly byte[] _frame = new byte[NetHeaderLength + 65536];
     private readonly ProfileCatalog _catalog;
     private readonly ulong _features;
+    private readonly uint _stateVersion;
 
-    public NetDevice(int port, L2Switch @switch, int queuePairs, bool sink, ILogger logger, int build = NetCatalog.LatestBuild)
+    /// <param name="stateVersion">The device-state format this build writes and reads (1; another number emulates a build with a foreign format).</param>
+    public NetDevice(int port, L2Switch @switch, int queuePairs, bool sink, ILogger logger, int build = NetCatalog.LatestBuild, uint stateVersion = 1)
     {
+        _stateVersion = stateVersion;
         _port = port;
         _catalog = NetCatalog.For(build, queuePairs);
         _features = NetCatalog.Features(_catalog);
@@ -53,9 +56,10 @@ internal sealed partial class NetDevice : VhostUserDevice
     // Device state (DEVICE_STATE, migration): the MACs the switch learned on this port and the port's counters, so a
     // destination switch delivers to the migrated guest at once instead of flooding until it speaks, and counts on.
     // Version 1: u16 count, count × 6-byte MAC, then tx packets, tx bytes, rx packets, rx dropped (i64, little-endian).
+    // --state-version N emulates a build whose format is N (same layout): it writes N and reads only N.
     private const int MaxStateMacs = 4096;
 
-    public override uint StateVersion => 1;
+    public override uint StateVersion => _stateVersion;
 
     public override byte[] SaveState()
     {
@@ -76,19 +80,28 @@ internal sealed partial class NetDevice : VhostUserDevice
         System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters[8..], Interlocked.Read(ref s.TxBytes));
         System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters[16..], Interlocked.Read(ref s.RxPackets));
         System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(counters[24..], Interlocked.Read(ref s.RxDropped));
+        LogStateSaved(_logger, _port, _stateVersion, count, MacList(macs.AsSpan(0, count)), Counters(counters), state.Length);
         return state;
     }
 
     public override bool LoadState(uint version, ReadOnlySpan<byte> state)
     {
-        if (version != 1 || state.Length < 2 + 32)
+        if (version != _stateVersion)
         {
+            LogStateRefused(_logger, _port, version, $"this build reads only version {_stateVersion}");
+            return false;
+        }
+
+        if (state.Length < 2 + 32)
+        {
+            LogStateRefused(_logger, _port, version, $"{state.Length} bytes is shorter than an empty table with counters");
             return false;
         }
 
         int count = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(state);
         if (count > MaxStateMacs || state.Length != 2 + (6 * count) + 32)
         {
+            LogStateRefused(_logger, _port, version, $"{count} MAC(s) do not fit {state.Length} bytes");
             return false;
         }
 
@@ -98,7 +111,8 @@ internal sealed partial class NetDevice : VhostUserDevice
             ReadOnlySpan<byte> mac = state.Slice(2 + (6 * i), 6);
             if ((mac[0] & 1) != 0)
             {
-                return false; // only unicast addresses are ever learned
+                LogStateRefused(_logger, _port, version, "a multicast MAC (only unicast addresses are ever learned)");
+                return false;
             }
 
             macs[i] = ((ulong)System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(mac) << 32) | System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(mac[2..]);
@@ -111,6 +125,7 @@ internal sealed partial class NetDevice : VhostUserDevice
             values[k] = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(counters[(8 * k)..]);
             if (values[k] < 0)
             {
+                LogStateRefused(_logger, _port, version, "a negative counter");
                 return false;
             }
         }
@@ -125,12 +140,42 @@ internal sealed partial class NetDevice : VhostUserDevice
         Interlocked.Exchange(ref s.TxBytes, values[1]);
         Interlocked.Exchange(ref s.RxPackets, values[2]);
         Interlocked.Exchange(ref s.RxDropped, values[3]);
-        LogStateLoaded(_logger, _port, count);
+        LogStateLoaded(_logger, _port, version, count, MacList(macs), Counters(counters), MacList(_switch.MacsOn(_port)));
         return true;
     }
 
-    [LoggerMessage(102, LogLevel.Information, "port {Port}: device state loaded, {Count} MAC(s) learned from the source")]
-    private static partial void LogStateLoaded(ILogger logger, int port, int count);
+    private static string MacList(ReadOnlySpan<ulong> macs)
+    {
+        var parts = new string[macs.Length];
+        for (int i = 0; i < macs.Length; i++)
+        {
+            parts[i] = MacText(macs[i]);
+        }
+
+        return string.Join(' ', parts);
+    }
+
+    /// <summary>"52:54:00:12:34:56" for the 48-bit address in the low bits of <paramref name="mac"/>.</summary>
+    private static string MacText(ulong mac)
+    {
+        var bytes = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(bytes, mac);
+        string hex = Convert.ToHexStringLower(bytes, 2, 6);
+        return string.Join(':', Enumerable.Range(0, 6).Select(k => hex.Substring(2 * k, 2)));
+    }
+
+    private static string Counters(ReadOnlySpan<byte> c) => string.Create(
+        System.Globalization.CultureInfo.InvariantCulture,
+        $"tx_packets={System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(c)} tx_bytes={System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(c[8..])} rx_packets={System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(c[16..])} rx_dropped={System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(c[24..])}");
+
+    [LoggerMessage(102, LogLevel.Information, "port {Port}: loaded device state v{Version}: {Count} MAC(s) ({Macs}), counters {Counters}; the port's table now: {Table}")]
+    private static partial void LogStateLoaded(ILogger logger, int port, uint version, int count, string macs, string counters, string table);
+
+    [LoggerMessage(103, LogLevel.Information, "port {Port}: saved device state v{Version}: {Count} MAC(s) ({Macs}), counters {Counters}; {Bytes} bytes")]
+    private static partial void LogStateSaved(ILogger logger, int port, uint version, int count, string macs, string counters, int bytes);
+
+    [LoggerMessage(104, LogLevel.Warning, "port {Port}: refused device state v{Version}: {Reason}")]
+    private static partial void LogStateRefused(ILogger logger, int port, uint version, string reason);
 
     public override bool OnSendRarp(ReadOnlySpan<byte> mac)
     {

@@ -14,6 +14,8 @@ using VhostCompat.Samples.Net;
 //   --compat-profile P   pin the guest-visible interface (profile id or value list, e.g. version_1=on,mrg_rxbuf=on)
 //   --build N            emulate release N of this sample (catalog v1..vN; default: the latest)
 //   --state-dir DIR      save/restore acked-state records there (one per port, key from the socket path)
+//   --state-version N    the device-state format written and read on migration (default 1; another N emulates a
+//                        build with a foreign format: it reads only N, so a version-1 blob is refused)
 //   --responder IP       add an internal host with address IP that answers ARP and ping (ICMP echo)
 //   --log-level LEVEL    Trace|Debug|Information|Warning|Error (default Debug: every request is logged)
 var paths = new List<string>();
@@ -23,43 +25,63 @@ string? profile = null, stateDir = null;
 Responder? responder = null;
 int queuePairs = 1;
 int build = NetCatalog.LatestBuild;
+uint stateVersion = 1;
 LogLevel level = LogLevel.Debug;
-for (int i = 0; i < args.Length; i++)
+string option = string.Empty;
+try
 {
-    string a = args[i];
-    int eq = a.IndexOf('=', StringComparison.Ordinal);
-    string? inline = eq >= 0 ? a[(eq + 1)..] : null;
-    string key = eq >= 0 ? a[..eq] : a;
-    string Value() => inline ?? (++i < args.Length ? args[i] : throw new ArgumentException($"{key} needs a value"));
-    switch (key)
+    for (int i = 0; i < args.Length; i++)
     {
-        case "--socket-path": paths.Add(Value()); break;
-        case "--fd": inheritedFd = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
-        case "--client": client = true; break;
-        case "--print-capabilities": printCapabilities = true; break;
-        case "--queue-pairs": queuePairs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
-        case "--sink": sink = true; break;
-        case "--busy-poll": busyPoll = true; break;
-        case "--compat-profile": profile = Value(); break;
-        case "--state-dir": stateDir = Value(); break;
-        case "--build": build = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
-        case "--responder":
-            if (!System.Net.IPAddress.TryParse(Value(), out var responderIp) || responderIp.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
-            {
-                Console.Error.WriteLine("--responder needs an IPv4 address");
-                return 2;
-            }
+        string a = args[i];
+        int eq = a.IndexOf('=', StringComparison.Ordinal);
+        string? inline = eq >= 0 ? a[(eq + 1)..] : null;
+        string key = eq >= 0 ? a[..eq] : a;
+        option = key;
+        string Value() => inline ?? (++i < args.Length ? args[i] : throw new ArgumentException("needs a value"));
+        switch (key)
+        {
+            case "--socket-path": paths.Add(Value()); break;
+            case "--fd": inheritedFd = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+            case "--client": client = true; break;
+            case "--print-capabilities": printCapabilities = true; break;
+            case "--queue-pairs": queuePairs = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+            case "--sink": sink = true; break;
+            case "--busy-poll": busyPoll = true; break;
+            case "--compat-profile": profile = Value(); break;
+            case "--state-dir": stateDir = Value(); break;
+            case "--build": build = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture); break;
+            case "--state-version":
+                if (!uint.TryParse(Value(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out stateVersion) || stateVersion == 0)
+                {
+                    Console.Error.WriteLine("--state-version must be a positive integer");
+                    return 2;
+                }
 
-            responder = new Responder(responderIp);
-            break;
-        case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
-        case "-h" or "--help":
-            Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--build N] [--sink] [--busy-poll] [--responder IP] [--log-level LEVEL]");
-            return 0;
-        default:
-            Console.Error.WriteLine($"unknown option {a}");
-            return 2;
+                break;
+            case "--responder":
+                if (!System.Net.IPAddress.TryParse(Value(), out var responderIp) || responderIp.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+                {
+                    Console.Error.WriteLine("--responder needs an IPv4 address");
+                    return 2;
+                }
+
+                responder = new Responder(responderIp);
+                break;
+            case "--log-level": level = Enum.Parse<LogLevel>(Value(), ignoreCase: true); break;
+            case "-h" or "--help":
+                Console.WriteLine("usage: VhostCompat.Samples.Net (--socket-path PATH ... [--client] | --fd N | --print-capabilities) [--queue-pairs N] [--compat-profile ID|VALUES] [--state-dir DIR] [--state-version N] [--build N] [--sink] [--busy-poll] [--responder IP] [--log-level LEVEL]");
+                return 0;
+            default:
+                Console.Error.WriteLine($"unknown option {a}");
+                return 2;
+        }
     }
+}
+catch (Exception ex) when (ex is FormatException or OverflowException or ArgumentException)
+{
+    // A value that does not parse (e.g. --build x, --log-level loud) or a missing value: one line, exit 2.
+    Console.Error.WriteLine($"{option}: {ex.Message}");
+    return 2;
 }
 
 if (build is < 1 or > NetCatalog.LatestBuild)
@@ -127,7 +149,7 @@ for (int port = 0; port < ports; port++)
         return 2;
     }
 
-    var device = new NetDevice(port, @switch, queuePairs, sink, log, build);
+    var device = new NetDevice(port, @switch, queuePairs, sink, log, build, stateVersion);
     VhostUserBackend backend;
     try
     {

@@ -76,4 +76,7 @@ internal static partial class Log
 
     [LoggerMessage(24, LogLevel.Information, "Guest writes beyond the previous dirty log (0x{Start:x}..0x{End:x}, memory added while logging) are carried into its replacement")]
     public static partial void DirtyLogOverflowCarried(ILogger logger, ulong start, ulong end);
+
+    [LoggerMessage(25, LogLevel.Information, "Device state {Direction}: {Bytes} bytes (device state version {Version}) in {Milliseconds:F1} ms")]
+    public static partial void DeviceStateTransferred(ILogger logger, string direction, int bytes, uint version, double milliseconds);
 }

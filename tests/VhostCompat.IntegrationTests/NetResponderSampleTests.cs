@@ -34,10 +34,10 @@ public sealed class NetResponderSampleTests : IAsyncLifetime
 
     public Task InitializeAsync() => Task.CompletedTask;
 
-    private async Task StartAsync()
+    private async Task StartAsync(params string[] extra)
     {
         string sock = Path.Combine(_dir, "net.sock");
-        _backend = SampleLauncher.Start("Net", ["--socket-path", sock, "--build", "1", "--responder", "10.0.0.1", "--log-level", "Warning"]);
+        _backend = SampleLauncher.Start("Net", ["--socket-path", sock, "--build", "1", "--responder", "10.0.0.1", "--log-level", "Warning", .. extra]);
         await SampleLauncher.WaitForSocketAsync(_backend, sock, TimeSpan.FromSeconds(30));
 
         _fe = await VhostUserFrontend.ConnectAsync(sock);
@@ -204,6 +204,40 @@ public sealed class NetResponderSampleTests : IAsyncLifetime
         await multicast.Should().ThrowAsync<VhostUserRequestException>();
         var newer = () => _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(1, 2, migrated));
         await newer.Should().ThrowAsync<VhostUserRequestException>();
+    }
+
+    [Fact]
+    public async Task A_build_with_another_state_version_writes_it_and_refuses_a_version_1_blob()
+    {
+        await StartAsync("--state-version", "2");
+        Send(ArpRequest(ResponderIp));
+        await ReceiveAsync();
+        await _fe!.GetVringBaseAsync(0);
+        await _fe.GetVringBaseAsync(1);
+
+        byte[] saved = await _fe.SaveDeviceStateAsync();
+        VhostCompat.Backend.DeviceStateBlob.TryUnwrap(saved, 1, out uint version, out ReadOnlySpan<byte> payload).Should().BeNull();
+        version.Should().Be(2, "--state-version 2 writes its own format number");
+        byte[] state = payload.ToArray();
+
+        // The version-1 blob a default build sends is refused; its own version is taken.
+        var v1 = () => _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(1, 1, state));
+        await v1.Should().ThrowAsync<VhostUserRequestException>();
+        await _fe.LoadDeviceStateAsync(VhostCompat.Backend.DeviceStateBlob.Wrap(1, 2, state));
+    }
+
+    [Theory]
+    [InlineData("--state-version", "0", "--state-version must be a positive integer")]
+    [InlineData("--state-version", "x", "--state-version must be a positive integer")]
+    [InlineData("--build", "x", "--build: The input string 'x' was not in a correct format.")]
+    [InlineData("--log-level", "loud", "--log-level: Requested value 'loud' was not found.")]
+    public async Task A_bad_option_value_gives_one_line_and_exit_code_2(string option, string value, string line)
+    {
+        using var p = SampleLauncher.Start("Net", "--socket-path", Path.Combine(_dir, "x.sock"), option, value);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await p.WaitForExitAsync(cts.Token);
+        p.ExitCode.Should().Be(2);
+        (await p.StandardError.ReadToEndAsync()).Should().Be(line + Environment.NewLine);
     }
 
     private static (List<string> Macs, long[] Counters) DecodeState(byte[] blob)

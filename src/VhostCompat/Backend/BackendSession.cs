@@ -973,12 +973,16 @@ internal sealed class BackendSession
         FileDescriptor fd = message.TakeFd(0);
         var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd.Detach(), ownsHandle: true);
         VhostUserDevice device = _device;
+        ILogger logger = _logger;
         uint type = (uint)device.DeviceType;
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         _stateTransfer = t.Direction == 0
             ? Task.Run(new Func<string?>(() =>
             {
                 using var stream = new FileStream(handle, FileAccess.Write, 1);
-                stream.Write(DeviceStateBlob.Wrap(type, device.StateVersion, device.SaveState()));
+                byte[] blob = DeviceStateBlob.Wrap(type, device.StateVersion, device.SaveState());
+                stream.Write(blob);
+                Log.DeviceStateTransferred(logger, "saved", blob.Length, device.StateVersion, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 return null;
             }))
             : Task.Run(new Func<string?>(() =>
@@ -1003,7 +1007,13 @@ internal sealed class BackendSession
                     return error;
                 }
 
-                return device.LoadState(version, payload) ? null : $"the device refused state version {version} (it writes version {device.StateVersion})";
+                if (!device.LoadState(version, payload))
+                {
+                    return $"the device refused state version {version} (it writes version {device.StateVersion})";
+                }
+
+                Log.DeviceStateTransferred(logger, "loaded", (int)buffer.Length, version, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                return null;
             }));
         return Outcome.Reply(U64Payload.Encode(0x100)); // success, no fd of our own: the frontend's pipe is used
     }

@@ -10,7 +10,8 @@ namespace VhostCompat.InteropTests.Harness;
 /// starts the destination, live-migrates over QMP with the return path, and records QEMU's real outcome and every
 /// way it can disagree with the preflight in <see cref="MatrixHop.Problems"/>: a completed migration must leave the
 /// guest pinging on the destination with the same guest-visible features and acked features; a failed one must
-/// leave it pinging on the source, with QEMU's reason naming what the preflight named.
+/// leave it pinging on the source, with QEMU's reason naming what the preflight named (or, for a hop whose destination
+/// is meant to refuse the device state, <see cref="MatrixHop.ExpectedStateRefusal"/>, the back-end's refusal).
 /// </summary>
 public sealed class MatrixMigrator(Action<string> log)
 {
@@ -44,7 +45,7 @@ public sealed class MatrixMigrator(Action<string> log)
             hop.DestinationState = "refused to start";
             hop.DestinationStderr = ex.Stderr;
             log($"destination QEMU refused to start: {string.Join(" | ", ex.Stderr)}");
-            await CheckNotMigratedAsync(hop, from, lastSeq).ConfigureAwait(false);
+            await CheckNotMigratedAsync(hop, from, null, lastSeq).ConfigureAwait(false);
             Finish(hop, from, null);
             return null;
         }
@@ -78,6 +79,7 @@ public sealed class MatrixMigrator(Action<string> log)
             }
 
             hop.QemuFeaturesLine = hop.DestinationStderr.FirstOrDefault(l => MigrationQmp.FeaturesUnsupportedLine.IsMatch(l));
+            hop.QemuStateLine = hop.DestinationStderr.FirstOrDefault(l => MigrationQmp.BackendStateLoadFailedLine.IsMatch(l));
             if (hop.QemuMigrated)
             {
                 keep = await CheckCompletedAsync(hop, from, dst, before, lastSeq).ConfigureAwait(false);
@@ -94,7 +96,7 @@ public sealed class MatrixMigrator(Action<string> log)
                     hop.Problems.Add($"destination QEMU ({dst.Name}) is '{hop.DestinationState}' after the failed load, expected it to have exited");
                 }
 
-                await CheckNotMigratedAsync(hop, from, lastSeq).ConfigureAwait(false);
+                await CheckNotMigratedAsync(hop, from, dst, lastSeq).ConfigureAwait(false);
             }
 
             Finish(hop, from, dst);
@@ -157,8 +159,8 @@ public sealed class MatrixMigrator(Action<string> log)
         return hop.RepliesAfter.Count > 0 && hop.DestinationState == "running";
     }
 
-    /// <summary>The VM must still run on the source, and QEMU's reason must be the preflight's.</summary>
-    private async Task CheckNotMigratedAsync(MatrixHop hop, MatrixNode from, int lastSeq)
+    /// <summary>The VM must still run on the source, and QEMU's reason must be the preflight's (or the expected device-state refusal).</summary>
+    private async Task CheckNotMigratedAsync(MatrixHop hop, MatrixNode from, MatrixNode? dst, int lastSeq)
     {
         var srcState = await MigrationQmp.QueryStatusAsync(from.Qemu.QmpPath, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
         if (srcState != "running")
@@ -183,6 +185,12 @@ public sealed class MatrixMigrator(Action<string> log)
                 hop.Problems.Add($"the destination QEMU refused to start ({string.Join(" | ", hop.DestinationStderr)}); the preflight's errors were [{string.Join(", ", preflightCodes)}] (machine-type expected with a 'machine type' line)");
             }
 
+            return;
+        }
+
+        if (hop.ExpectedStateRefusal is { } reason)
+        {
+            CheckStateRefusal(hop, dst, reason);
             return;
         }
 
@@ -215,6 +223,30 @@ public sealed class MatrixMigrator(Action<string> log)
         }
     }
 
+    /// <summary>
+    /// A destination meant to refuse the device state: its backend must have refused CHECK_DEVICE_STATE with the expected
+    /// reason, and QEMU must have failed the load on that (its back-end state line), not on the virtio features.
+    /// </summary>
+    private void CheckStateRefusal(MatrixHop hop, MatrixNode? dst, string reason)
+    {
+        hop.BackendStateRefusal = dst is null ? null : LogFile.ReadLines(dst.Backend.LogPath).FirstOrDefault(l => l.Contains("Refused request CHECK_DEVICE_STATE: ", StringComparison.Ordinal));
+        log($"destination backend: {hop.BackendStateRefusal ?? "(no CHECK_DEVICE_STATE refusal)"}; QEMU: {hop.QemuStateLine ?? "(no back-end state line)"}");
+        if (hop.BackendStateRefusal is null || !hop.BackendStateRefusal.EndsWith(": " + reason, StringComparison.Ordinal))
+        {
+            hop.Problems.Add($"the destination backend was to refuse CHECK_DEVICE_STATE with '{reason}', it logged {hop.BackendStateRefusal ?? "no refusal"}");
+        }
+
+        if (hop.QemuStateLine is null)
+        {
+            hop.Problems.Add("destination QEMU stderr has no 'Error loading  back-end state of ...' line");
+        }
+
+        if (hop.QemuFeaturesLine is { } features)
+        {
+            hop.Problems.Add($"destination QEMU also refused the virtio features ({features}): the hop does not test the device state alone");
+        }
+    }
+
     /// <summary>Kernel trouble, backend errors, and the verdict against the outcome.</summary>
     private void Finish(MatrixHop hop, MatrixNode from, MatrixNode? dst)
     {
@@ -239,10 +271,12 @@ public sealed class MatrixMigrator(Action<string> log)
 
         var verdict = hop.Preflight.Compatible ? "compatible" : "incompatible";
         var outcome = hop.Migration?.Status ?? hop.DestinationState;
-        log($"VERDICT {hop.FromLabel} -> {hop.ToLabel}: preflight {verdict}, QEMU {outcome}{(hop.Agrees ? string.Empty : "  ** DISAGREE **")}");
+        var refusal = hop.ExpectedStateRefusal is null ? string.Empty : " (the destination to refuse the device state)";
+        log($"VERDICT {hop.FromLabel} -> {hop.ToLabel}: preflight {verdict}{refusal}, QEMU {outcome}{(hop.Agrees ? string.Empty : "  ** DISAGREE **")}");
         if (!hop.Agrees)
         {
-            hop.Problems.Insert(0, $"PREFLIGHT DISAGREES WITH QEMU: preflight said {verdict}, QEMU {(hop.QemuMigrated ? "migrated the VM" : "did not migrate it")} " +
+            var expected = hop.ExpectedStateRefusal is null ? string.Empty : $" and the destination was to refuse the device state ({hop.ExpectedStateRefusal})";
+            hop.Problems.Insert(0, $"PREFLIGHT DISAGREES WITH QEMU: preflight said {verdict}{expected}, QEMU {(hop.QemuMigrated ? "migrated the VM" : "did not migrate it")} " +
                                    $"(query-migrate {hop.Migration?.Status ?? "(not run)"}, destination {hop.DestinationState}); record of {from.Name}: acked {Describe(hop.Record.AckedFeatures)}, " +
                                    $"profile {hop.Record.Profile?.Id ?? hop.Record.Profile?.ToString() ?? "(none)"}; destination capability {Describe(hop.DestinationCapabilities.VirtioFeatures)}\n{hop.Preflight.ToText()}");
         }

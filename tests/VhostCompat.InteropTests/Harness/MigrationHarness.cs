@@ -39,6 +39,14 @@ public static class MigrationQmp
     public static readonly Regex FeaturesUnsupportedLine = new(
         @"Features 0x(?<acked>[0-9a-fA-F]+) unsupported\. Allowed features: 0x(?<allowed>[0-9a-fA-F]+)", RegexOptions.CultureInvariant);
 
+    /// <summary>
+    /// QEMU 10.0's vmstate error when CHECK_DEVICE_STATE reports that the back-end could not load its state, e.g.
+    /// "Error loading  back-end state of virtio-net device /machine/peripheral/net0/virtio-backend: Back-end failed to process its internal state"
+    /// (two spaces after "loading" in QEMU's own text).
+    /// </summary>
+    public static readonly Regex BackendStateLoadFailedLine = new(
+        @"Error loading +back-end state of (?<type>\S+) device (?<device>\S+): (?<reason>.+)$", RegexOptions.CultureInvariant);
+
     /// <summary>A TCP port on 127.0.0.1 that was free a moment ago (for <c>-incoming tcp:127.0.0.1:PORT</c>).</summary>
     public static int FreeTcpPort()
     {

@@ -8,7 +8,7 @@ namespace VhostCompat.InteropTests.Harness;
 
 /// <summary>
 /// One emulated samples/Net release as started for a VM: <c>--build N</c> (catalog org.vhostcompat.net.v1..vN)
-/// and optionally <c>--compat-profile org.vhostcompat.net.vP</c>.
+/// and optionally <c>--compat-profile org.vhostcompat.net.vP</c> and <c>--state-version N</c>.
 /// </summary>
 /// <param name="Build">1..3.</param>
 /// <param name="PinnedVersion">The pinned catalog version, or null (unpinned: the build offers its latest profile).</param>
@@ -19,17 +19,24 @@ namespace VhostCompat.InteropTests.Harness;
 /// <param name="PinLabel">How <paramref name="PinValues"/> is shown, e.g. "v1+device_state=off".</param>
 public sealed record MatrixBackend(int Build, int? PinnedVersion, string? PinValues = null, string? PinLabel = null)
 {
-    /// <summary>"b3/v2" or "b3" (used in file names and the table).</summary>
-    public string Short => PinnedVersion is { } v ? $"b{Build}/v{v}" : $"b{Build}";
+    /// <summary><c>--state-version N</c>: a release whose device-state format is N (null: the sample's own, 1).</summary>
+    public int? StateVersion { get; init; }
 
-    /// <summary>"build 3 pinned v2" / "build 3 unpinned".</summary>
-    public string Label => PinnedVersion is { } v ? $"build {Build} pinned {PinLabel ?? "v" + v.ToString(CultureInfo.InvariantCulture)}" : $"build {Build} unpinned";
+    private string StateSuffix => StateVersion is { } s ? $" state v{s.ToString(CultureInfo.InvariantCulture)}" : string.Empty;
+
+    /// <summary>"b3/v2" or "b3" (used in file names and the table).</summary>
+    public string Short => (PinnedVersion is { } v ? $"b{Build}/v{v}" : $"b{Build}") + (StateVersion is { } s ? $"/s{s}" : string.Empty);
+
+    /// <summary>"build 3 pinned v2" / "build 3 unpinned" (+ " state v2").</summary>
+    public string Label => (PinnedVersion is { } v ? $"build {Build} pinned {PinLabel ?? "v" + v.ToString(CultureInfo.InvariantCulture)}" : $"build {Build} unpinned") + StateSuffix;
 
     /// <summary>The samples/Net options for this release and pin.</summary>
     public IReadOnlyList<string> Options =>
-        PinnedVersion is { } v
-            ? ["--build", Build.ToString(CultureInfo.InvariantCulture), "--compat-profile", PinValues ?? "org.vhostcompat.net.v" + v.ToString(CultureInfo.InvariantCulture)]
-            : ["--build", Build.ToString(CultureInfo.InvariantCulture)];
+    [
+        "--build", Build.ToString(CultureInfo.InvariantCulture),
+        .. PinnedVersion is { } v ? new[] { "--compat-profile", PinValues ?? "org.vhostcompat.net.v" + v.ToString(CultureInfo.InvariantCulture) } : [],
+        .. StateVersion is { } s ? new[] { "--state-version", s.ToString(CultureInfo.InvariantCulture) } : [],
+    ];
 
     /// <summary>
     /// How the matrix starts a destination of build <paramref name="build"/> for a VM whose source is
@@ -78,6 +85,20 @@ public sealed class MatrixHop
     /// <summary>SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE requests either backend logged during the hop (Debug log only).</summary>
     public int DeviceStateRequests { get; set; }
 
+    /// <summary>
+    /// Set when the destination backend is to refuse the source's device state (a foreign format, a blob corrupted in
+    /// transfer): the SDK's reason, which the destination backend must log as "Refused request CHECK_DEVICE_STATE: REASON".
+    /// Neither acked-state records nor capability documents carry device-state versions, so the preflight cannot see this:
+    /// such a hop is expected to fail although the preflight says compatible.
+    /// </summary>
+    public string? ExpectedStateRefusal { get; init; }
+
+    /// <summary>QEMU's "Error loading  back-end state of ..." line, if the destination printed one.</summary>
+    public string? QemuStateLine { get; set; }
+
+    /// <summary>The destination backend's "Refused request CHECK_DEVICE_STATE: ..." line, if it logged one.</summary>
+    public string? BackendStateRefusal { get; set; }
+
     public MigrationResult? Migration { get; set; }
 
     /// <summary>Run state of the destination QEMU after the migration ("running", "exited", ...).</summary>
@@ -99,7 +120,10 @@ public sealed class MatrixHop
 
     public bool QemuMigrated => Migration?.Status == "completed";
 
-    public bool Agrees => Preflight.Compatible == QemuMigrated;
+    /// <summary>The preflight says compatible and the destination is not meant to refuse the device state.</summary>
+    public bool ExpectedToMigrate => Preflight.Compatible && ExpectedStateRefusal is null;
+
+    public bool Agrees => ExpectedToMigrate == QemuMigrated;
 
     /// <summary>downtime / total-time from the final query-migrate, when completed.</summary>
     public string Timing
@@ -124,7 +148,8 @@ public sealed class MatrixHop
     public string TableLine()
     {
         var errors = Preflight.Findings.Where(f => f.Severity == PreflightSeverity.Error).Select(f => f.Features.Count > 0 ? $"{f.Code}: {string.Join(", ", f.Features)}" : f.Code);
-        var verdict = Preflight.Compatible ? "compatible" : "incompatible (" + string.Join("; ", errors) + ")";
+        var verdict = (Preflight.Compatible ? "compatible" : "incompatible (" + string.Join("; ", errors) + ")")
+                      + (ExpectedStateRefusal is null ? string.Empty : "; the destination refuses the device state");
         var qemu = Migration is null ? $"not started: destination {DestinationState} ({string.Join(" ", DestinationStderr.Take(1))})" : Migration.Status == "completed"
             ? $"completed ({Timing}); destination {DestinationState}; ping lost {LostAcross}"
             : $"{Migration.Status}; destination {DestinationState}";
