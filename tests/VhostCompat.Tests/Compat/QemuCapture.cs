@@ -28,6 +28,25 @@ internal static class QemuCapture
             .OfType<string>()
             .ToList();
 
+    /// <summary>
+    /// A newer QEMU for the VM side, made up from the capture (no newer one is captured): version
+    /// <paramref name="version"/> (major.minor.micro) and its own machine types added to the captured ones.
+    /// </summary>
+    public static JsonObject Newer(string version, params string[] newMachines)
+    {
+        var capture = Load();
+        int[] v = [.. version.Split('.').Select(p => int.Parse(p, CultureInfo.InvariantCulture))];
+        var qemu = capture["replies"]!["query-version"]!["return"]!["qemu"]!;
+        (qemu["major"], qemu["minor"], qemu["micro"]) = (v[0], v[1], v[2]);
+        var machines = capture["replies"]!["query-machines"]!["return"]!.AsArray();
+        foreach (string m in newMachines)
+        {
+            machines.Add(new JsonObject { ["name"] = m, ["deprecated"] = false });
+        }
+
+        return capture;
+    }
+
     /// <summary>The captured QEMU as a destination host's frontend.</summary>
     public static FrontendInfo Host()
     {
