@@ -17,7 +17,7 @@ public sealed class FrontendCheckCliTests : IDisposable
 
     public void Dispose() => _tmp.Dispose();
 
-    private static string DestinationVersion => "qemu " + QemuCapture.Version(QemuCapture.Load());
+    private static string DestinationVersion => "qemu " + QemuCapture.Version(QemuCapture.Qemu72());
 
     private string Record() => _tmp.Write("rec.json", AckedStateRecordTests.NetRecord().ToJson());
 
@@ -34,8 +34,8 @@ public sealed class FrontendCheckCliTests : IDisposable
         return _tmp.Write(name, output);
     }
 
-    /// <summary><c>frontend --qmp</c> against a VM on <paramref name="machine"/> run by the QEMU in <paramref name="capture"/>, plus <paramref name="more"/> arguments.</summary>
-    private async Task<string> FromVm(string name, JsonObject capture, string machine, params string[] more)
+    /// <summary><c>frontend --qmp</c> against a VM on <paramref name="machine"/> (null: the captured one) run by the QEMU in <paramref name="capture"/>, plus <paramref name="more"/> arguments.</summary>
+    private async Task<string> FromVm(string name, JsonObject capture, string? machine, params string[] more)
     {
         string socket = _tmp.Combine("vm.qmp");
         await using var qemu = new FakeQmpServer(socket, FakeQmpServer.Honest(capture, machine));
@@ -43,18 +43,19 @@ public sealed class FrontendCheckCliTests : IDisposable
     }
 
     private Task<string> FromDestination(string name, params string[] more) =>
-        Saved(name, ["frontend", "--qemu", FakeQemuBinary.Speaking(_tmp.Path, QemuCapture.Load()), .. more]);
-
-    private static JsonObject Qemu10() => QemuCapture.Newer("10.0.2", "pc-q35-10.0", "pc-i440fx-10.0");
+        Saved(name, ["frontend", "--qemu", FakeQemuBinary.Speaking(_tmp.Path, QemuCapture.Qemu72()), .. more]);
 
     [Fact]
     public async Task A_vm_on_a_machine_type_the_destination_lacks_is_incompatible()
     {
-        string vm = await FromVm("vm.json", Qemu10(), "pc-q35-10.0");
+        // QEMU 10.0 running a VM created on it (-machine q35 is pc-q35-10.0), QEMU 7.2 as the destination.
+        var qemu10 = QemuCapture.Qemu100();
+        string vm = await FromVm("vm.json", qemu10, null);
         string dst = await FromDestination("dst.json");
         var (code, output, _) = await CliTests.Run("check", "--record", Record(), "--caps", Caps(), "--vm-frontend", vm, "--frontend", dst);
         code.Should().Be(1, output);
-        output.Should().StartWith("incompatible\n  error machine-type: ").And.Contain("pc-q35-10.0").And.Contain("qemu 10.0.2").And.Contain(DestinationVersion);
+        output.Should().StartWith("incompatible\n  error machine-type: ")
+            .And.Contain(QemuCapture.VmMachine(qemu10)).And.Contain("qemu " + QemuCapture.Version(qemu10)).And.Contain(DestinationVersion);
 
         (code, output, _) = await CliTests.Run("check", "--record", Record(), "--caps", Caps(), "--vm-frontend", vm, "--frontend", dst, "--json");
         code.Should().Be(1);
@@ -66,12 +67,12 @@ public sealed class FrontendCheckCliTests : IDisposable
     }
 
     [Theory]
-    [InlineData("7.2.22")]
-    [InlineData("10.0.2")]
-    public async Task A_vm_on_a_machine_type_the_destination_has_is_compatible(string vmVersion)
+    [InlineData("7.2")]
+    [InlineData("10.0")]
+    public async Task A_vm_on_a_machine_type_the_destination_has_is_compatible(string vmQemu)
     {
         // A QEMU 10.0 running a VM created on 7.2 keeps its pc-q35-7.2 machine type: that VM can move back.
-        string vm = await FromVm("vm.json", vmVersion == "10.0.2" ? Qemu10() : QemuCapture.Load(), "pc-q35-7.2");
+        string vm = await FromVm("vm.json", vmQemu == "10.0" ? QemuCapture.Qemu100() : QemuCapture.Qemu72(), QemuCapture.VmMachine(QemuCapture.Qemu72()));
         string dst = await FromDestination("dst.json");
         var (code, output, _) = await CliTests.Run("check", "--record", Record(), "--caps", Caps(), "--vm-frontend", vm, "--frontend", dst);
         code.Should().Be(0, output);
@@ -81,7 +82,7 @@ public sealed class FrontendCheckCliTests : IDisposable
     [Fact]
     public async Task Frontends_embedded_by_the_frontend_command_are_checked_without_further_options()
     {
-        string record = await FromVm("rec-fe.json", Qemu10(), "pc-q35-10.0", "--record", Record());
+        string record = await FromVm("rec-fe.json", QemuCapture.Qemu100(), null, "--record", Record());
         string caps = await FromDestination("caps-fe.json", "--caps", Caps());
         var (code, output, _) = await CliTests.Run("check", "--record", record, "--caps", caps);
         code.Should().Be(1, output);
@@ -93,7 +94,7 @@ public sealed class FrontendCheckCliTests : IDisposable
         output.Should().StartWith("compatible\n  warning frontend-not-checked: ").And.Contain(DestinationVersion);
 
         // --vm-frontend replaces the record's own.
-        string older = await FromVm("vm72.json", QemuCapture.Load(), "pc-q35-7.2");
+        string older = await FromVm("vm72.json", QemuCapture.Qemu72(), null);
         (code, output, _) = await CliTests.Run("check", "--record", record, "--caps", caps, "--vm-frontend", older);
         code.Should().Be(0, output);
     }
@@ -101,7 +102,7 @@ public sealed class FrontendCheckCliTests : IDisposable
     [Fact]
     public async Task Bad_frontend_inputs_are_one_line()
     {
-        string vm = await FromVm("vm.json", Qemu10(), "pc-q35-10.0");
+        string vm = await FromVm("vm.json", QemuCapture.Qemu100(), null);
         FrontendCliTests.ShouldFailOnOneLine(await CliTests.Run("check", "--profile", "type=net,mrg_rxbuf=on", "--caps", Caps(), "--vm-frontend", vm), "--vm-frontend needs --record");
         string broken = _tmp.Write("broken.json", "{\"format\":\"vhostcompat-frontend\",\"version\":1,\"product\":\"qemu\"}");
         FrontendCliTests.ShouldFailOnOneLine(await CliTests.Run("check", "--record", Record(), "--caps", Caps(), "--vm-frontend", broken), broken);

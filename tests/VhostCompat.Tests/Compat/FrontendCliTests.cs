@@ -23,32 +23,34 @@ public sealed class FrontendCliTests : IDisposable
         line.Should().StartWith("vhost-compat: ").And.Contain(fragment).And.NotContain("   at ");
     }
 
-    /// <summary>What the captured QEMU 7.2 says, as the frontend document the client should produce.</summary>
+    /// <summary>What the captured QEMU says, as the frontend document the client should produce.</summary>
     private static FrontendInfo Expected(JsonObject capture, string? machine) =>
         new("qemu", QemuCapture.Version(capture), machine, QemuCapture.Machines(capture));
 
-    [Fact]
-    public async Task A_running_vm_is_read_over_its_qmp_socket()
+    [Theory]
+    [InlineData("7.2")]
+    [InlineData("10.0")]
+    public async Task A_running_vm_is_read_over_its_qmp_socket(string version)
     {
-        var capture = QemuCapture.Load();
-        await using var qemu = new FakeQmpServer(Socket, FakeQmpServer.Honest(capture, "pc-q35-7.2"));
+        var capture = version == "10.0" ? QemuCapture.Qemu100() : QemuCapture.Qemu72();
+        await using var qemu = new FakeQmpServer(Socket, FakeQmpServer.Honest(capture));
         var (code, output, err) = await CliTests.Run("frontend", "--qmp", Socket);
         code.Should().Be(0, err);
-        FrontendInfoTests.ShouldBeSame(FrontendInfo.Parse(Encoding.UTF8.GetBytes(output), "out"), Expected(capture, "pc-q35-7.2"));
+        FrontendInfoTests.ShouldBeSame(FrontendInfo.Parse(Encoding.UTF8.GetBytes(output), "out"), Expected(capture, QemuCapture.VmMachine(capture)));
         qemu.Commands.Should().Equal("qmp_capabilities", "query-version", "query-machines", "qom-get");
     }
 
     [Fact]
     public async Task The_vm_side_is_embedded_in_a_record_and_machine_overrides_what_qmp_said()
     {
-        var capture = QemuCapture.Load();
-        await using var qemu = new FakeQmpServer(Socket, FakeQmpServer.Honest(capture, "pc-q35-7.2"));
+        var capture = QemuCapture.Qemu72();
+        await using var qemu = new FakeQmpServer(Socket, FakeQmpServer.Honest(capture));
         var original = AckedStateRecordTests.NetRecord();
         string recordPath = _tmp.Write("rec.json", original.ToJson());
         var (code, output, err) = await CliTests.Run("frontend", "--qmp", Socket, "--record", recordPath);
         code.Should().Be(0, err);
         var record = AckedStateRecord.Parse(Encoding.UTF8.GetBytes(output), "out");
-        FrontendInfoTests.ShouldBeSame(record.Frontend!, Expected(capture, "pc-q35-7.2"));
+        FrontendInfoTests.ShouldBeSame(record.Frontend!, Expected(capture, QemuCapture.VmMachine(capture)));
         record.WithFrontend(null).ToJson().Should().Be(original.ToJson());
 
         (code, output, err) = await CliTests.Run("frontend", "--qmp", Socket, "--machine", "pc-q35-6.2");
@@ -61,7 +63,7 @@ public sealed class FrontendCliTests : IDisposable
     [Fact]
     public async Task A_binary_is_started_with_the_extra_arguments_first_and_embedded_in_a_capability_document()
     {
-        var capture = QemuCapture.Load();
+        var capture = QemuCapture.Qemu72();
         string qemu = FakeQemuBinary.Speaking(_tmp.Path, capture);
         string caps = _tmp.Write("caps.json", CapabilityDocument.Render(new TestNetDevice(TestNetDevice.Parse("version_1,mrg_rxbuf")), new() { SocketPath = "/tmp/x.sock" }));
         var (code, output, err) = await CliTests.Run("frontend", "--qemu", qemu, "--qemu-arg", "-L", "--qemu-arg", "/usr/share/qemu", "--caps", caps);
@@ -113,7 +115,7 @@ public sealed class FrontendCliTests : IDisposable
     [Fact]
     public async Task Contradictory_arguments_are_one_line()
     {
-        string qemu = FakeQemuBinary.Speaking(_tmp.Path, QemuCapture.Load());
+        string qemu = FakeQemuBinary.Speaking(_tmp.Path, QemuCapture.Qemu72());
         string rec = _tmp.Write("rec.json", AckedStateRecordTests.NetRecord().ToJson());
         ShouldFailOnOneLine(await CliTests.Run("frontend"), "exactly one of --qmp");
         ShouldFailOnOneLine(await CliTests.Run("frontend", "--qmp", Socket, "--qemu", qemu), "exactly one of --qmp");

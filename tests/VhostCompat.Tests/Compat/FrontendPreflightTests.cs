@@ -28,7 +28,9 @@ public class FrontendPreflightTests
     public void A_vm_on_a_machine_type_the_destination_lacks_is_incompatible()
     {
         // A VM created by QEMU 10.0 with its own machine type cannot be started by QEMU 7.2 ("unsupported machine type").
-        var vm = FrontendInfoTests.Vm("pc-q35-10.0");
+        var qemu10 = QemuCapture.Qemu100();
+        var vm = QemuCapture.Host(qemu10).WithMachine(QemuCapture.VmMachine(qemu10));
+        vm.Machine.Should().Be("pc-q35-10.0");
         var host = QemuCapture.Host();
         var result = Check(vm, host);
         result.Compatible.Should().BeFalse();
@@ -55,6 +57,17 @@ public class FrontendPreflightTests
 
         FrontendInfoTests.GenName.Where(m => !host.Machines.Contains(m)).Sample(machine =>
             Check(FrontendInfoTests.Vm(machine), host).Findings.Should().ContainSingle().Which.Code.Should().Be("machine-type"), iter: 100);
+    }
+
+    [Fact]
+    public void An_upgrade_fails_for_a_machine_type_the_newer_qemu_dropped()
+    {
+        // QEMU 10.0 no longer has the oldest i440fx machine types that 7.2 still runs.
+        var qemu72 = QemuCapture.Host();
+        var qemu10 = QemuCapture.Host(QemuCapture.Qemu100());
+        qemu72.CanLoad("pc-i440fx-2.0").Should().BeTrue();
+        Check(qemu72.WithMachine("pc-i440fx-2.0"), qemu10).Findings.Should().ContainSingle().Which.Code.Should().Be("machine-type");
+        Check(qemu72.WithMachine(QemuCapture.VmMachine(QemuCapture.Qemu72())), qemu10).Findings.Should().BeEmpty();
     }
 
     public static TheoryData<string, FrontendInfo?, FrontendInfo?> OneSideUnknown() => new()

@@ -19,7 +19,7 @@ public sealed class HostileQmpTests : IDisposable
 
     private static Func<FakeQmpServer.QmpPeer, CancellationToken, Task> Script(string name)
     {
-        var capture = QemuCapture.Load();
+        var capture = QemuCapture.Qemu72();
         string greeting = capture["greeting"]!.ToJsonString();
         return name switch
         {

@@ -5,14 +5,17 @@ using VhostCompat.Compat;
 namespace VhostCompat.Tests.Compat;
 
 /// <summary>
-/// The QMP answers of a real QEMU 7.2 (Debian 12's qemu-system-x86_64, Data/qemu-7.2-x86_64.qmp.json): its greeting
-/// and its replies to qmp_capabilities, query-version and query-machines. Expected values are derived from it here,
-/// independently of the SDK's QMP client.
+/// QMP answers of real hypervisors (Data/*.qmp.json), each running a VM started with <c>-machine q35 -S</c>: the
+/// greeting and the replies to qmp_capabilities, query-version, query-machines and <c>qom-get /machine type</c>.
+/// Expected values are derived from them here, independently of the SDK's QMP client.
 /// </summary>
 internal static class QemuCapture
 {
-    public static JsonObject Load() =>
-        JsonNode.Parse(File.ReadAllText(CapabilityDocumentTests.FindRepoFile("tests/VhostCompat.Tests/Compat/Data/qemu-7.2-x86_64.qmp.json")))!.AsObject();
+    /// <summary>Debian 12's qemu-system-x86_64 7.2.</summary>
+    public static JsonObject Qemu72() => Load("qemu-7.2-x86_64.qmp.json");
+
+    /// <summary>QEMU 10.0.2 from bookworm-backports.</summary>
+    public static JsonObject Qemu100() => Load("qemu-10.0-x86_64.qmp.json");
 
     /// <summary>"major.minor.micro" of the query-version reply.</summary>
     public static string Version(JsonObject capture)
@@ -28,29 +31,20 @@ internal static class QemuCapture
             .OfType<string>()
             .ToList();
 
-    /// <summary>
-    /// A newer QEMU for the VM side, made up from the capture (no newer one is captured): version
-    /// <paramref name="version"/> (major.minor.micro) and its own machine types added to the captured ones.
-    /// </summary>
-    public static JsonObject Newer(string version, params string[] newMachines)
+    /// <summary>The captured VM's machine type: the QOM type name of /machine without its "-machine" suffix.</summary>
+    public static string VmMachine(JsonObject capture)
     {
-        var capture = Load();
-        int[] v = [.. version.Split('.').Select(p => int.Parse(p, CultureInfo.InvariantCulture))];
-        var qemu = capture["replies"]!["query-version"]!["return"]!["qemu"]!;
-        (qemu["major"], qemu["minor"], qemu["micro"]) = (v[0], v[1], v[2]);
-        var machines = capture["replies"]!["query-machines"]!["return"]!.AsArray();
-        foreach (string m in newMachines)
-        {
-            machines.Add(new JsonObject { ["name"] = m, ["deprecated"] = false });
-        }
-
-        return capture;
+        string type = (string)capture["replies"]!["qom-get"]!["return"]!;
+        return type.EndsWith("-machine", StringComparison.Ordinal) ? type[..^"-machine".Length] : throw new InvalidDataException(type);
     }
 
-    /// <summary>The captured QEMU as a destination host's frontend.</summary>
-    public static FrontendInfo Host()
+    /// <summary>The captured QEMU (7.2 by default) as a destination host's frontend.</summary>
+    public static FrontendInfo Host(JsonObject? capture = null)
     {
-        var capture = Load();
+        capture ??= Qemu72();
         return new FrontendInfo("qemu", Version(capture), null, Machines(capture));
     }
+
+    private static JsonObject Load(string file) =>
+        JsonNode.Parse(File.ReadAllText(CapabilityDocumentTests.FindRepoFile("tests/VhostCompat.Tests/Compat/Data/" + file)))!.AsObject();
 }

@@ -27,8 +27,11 @@ internal sealed class FakeQmpServer : IAsyncDisposable
     /// <summary>The commands received, in order, over all connections.</summary>
     public List<string> Commands { get; } = [];
 
-    /// <summary>Plays a QEMU that answers qmp_capabilities, query-version and query-machines from <paramref name="capture"/> and qom-get with <paramref name="machineType"/>; an event precedes each query-machines reply.</summary>
-    public static Func<QmpPeer, CancellationToken, Task> Honest(JsonObject capture, string machineType) => async (peer, ct) =>
+    /// <summary>
+    /// Plays the QEMU of <paramref name="capture"/>, answering every command with its captured reply, except qom-get
+    /// when the VM is to run <paramref name="machineType"/> instead; an event precedes each query-machines reply.
+    /// </summary>
+    public static Func<QmpPeer, CancellationToken, Task> Honest(JsonObject capture, string? machineType = null) => async (peer, ct) =>
     {
         await peer.SendAsync(capture["greeting"]!.ToJsonString(), ct);
         while (await peer.ReadCommandAsync(ct) is { } command)
@@ -52,11 +55,11 @@ internal sealed class FakeQmpServer : IAsyncDisposable
         await peer.SendAsync(capture["greeting"]!.ToJsonString(), ct);
         while (await peer.ReadCommandAsync(ct) is { } received)
         {
-            await peer.SendRawAsync(received == command ? reply : Encoding.UTF8.GetBytes(HonestReply(capture, received, "pc-q35-7.2") + "\n"), ct);
+            await peer.SendRawAsync(received == command ? reply : Encoding.UTF8.GetBytes(HonestReply(capture, received, null) + "\n"), ct);
         }
     };
 
-    private static string HonestReply(JsonObject capture, string command, string machineType) => command == "qom-get"
+    private static string HonestReply(JsonObject capture, string command, string? machineType) => command == "qom-get" && machineType is not null
         ? new JsonObject { ["return"] = machineType + "-machine" }.ToJsonString()
         : capture["replies"]![command]?.ToJsonString() ?? new JsonObject { ["error"] = new JsonObject { ["class"] = "CommandNotFound", ["desc"] = $"The command {command} has not been found" } }.ToJsonString();
 
