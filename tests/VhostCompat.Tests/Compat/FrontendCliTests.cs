@@ -52,6 +52,9 @@ public sealed class FrontendCliTests : IDisposable
         var record = AckedStateRecord.Parse(Encoding.UTF8.GetBytes(output), "out");
         FrontendInfoTests.ShouldBeSame(record.Frontend!, Expected(capture, QemuCapture.VmMachine(capture)));
         record.WithFrontend(null).ToJson().Should().Be(original.ToJson());
+        (code, output, _) = await CliTests.Run("record", "show", _tmp.Write("rec-fe.json", output));
+        code.Should().Be(0);
+        output.Should().EndWith($"  frontend {record.Frontend}\n");
 
         (code, output, err) = await CliTests.Run("frontend", "--qmp", Socket, "--machine", "pc-q35-6.2");
         code.Should().Be(0, err);
@@ -71,6 +74,9 @@ public sealed class FrontendCliTests : IDisposable
         var parsed = CapabilityDocument.Parse(Encoding.UTF8.GetBytes(output), "out");
         FrontendInfoTests.ShouldBeSame(parsed.Frontend!, Expected(capture, null));
         CapabilityDocument.Render(parsed.WithFrontend(null)).Should().Be(File.ReadAllText(caps));
+        (code, output, _) = await CliTests.Run("caps", "validate", _tmp.Write("caps-fe.json", output));
+        code.Should().Be(0);
+        output.Should().EndWith($"  frontend {parsed.Frontend}, {parsed.Frontend!.Machines.Count} machine types\n");
         var args = FakeQemuBinary.Arguments(_tmp.Path);
         args.Take(2).Should().Equal("-L", "/usr/share/qemu");
         args.Should().ContainInConsecutiveOrder("-machine", "none").And.ContainInConsecutiveOrder("-qmp", "stdio").And.Contain("-S");
