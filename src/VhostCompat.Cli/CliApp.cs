@@ -51,6 +51,7 @@ internal static class CliApp
             failure = ex.Message;
         }
 
+        failure = OneLine(failure);
         await error.WriteLineAsync($"vhost-compat: {failure}").ConfigureAwait(false);
         if (args.Contains("--json", StringComparer.Ordinal))
         {
@@ -191,6 +192,12 @@ internal static class CliApp
         root.Add(probe);
         return root;
     }
+
+    /// <summary>A failure message as one line: messages can quote untrusted text (a file's values, a QMP monitor's answers).</summary>
+    internal static string OneLine(string message) =>
+        message.Any(char.IsControl)
+            ? string.Concat(message.Select(c => !char.IsControl(c) ? c.ToString() : c == '\n' ? "\\n" : $"\\u{(int)c:x4}"))
+            : message;
 
     private static TimeSpan Seconds(double s) =>
         s is > 0 and <= 3600 ? TimeSpan.FromSeconds(s) : throw new CliException($"--timeout {s.ToString(CultureInfo.InvariantCulture)} outside (0, 3600] seconds");

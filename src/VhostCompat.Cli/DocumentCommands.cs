@@ -97,6 +97,11 @@ internal static class DocumentCommands
             }
         }
 
+        if (caps.Frontend is { } f)
+        {
+            io.Out.WriteLine($"  frontend {f}, {f.Machines.Count} machine types");
+        }
+
         return ExitCodes.Ok;
     }
 
@@ -116,6 +121,11 @@ internal static class DocumentCommands
         io.Out.WriteLine($"  profile {(record.Profile is null ? "(none)" : (record.Profile.Id ?? record.Profile.Canonical) + (record.ProfilePinned ? " (pinned)" : " (offered by default, not pinned)"))}");
         io.Out.WriteLine($"  queues {record.QueueCount}: {string.Join(", ", record.QueueSizes.Select(kv => $"{kv.Key}={kv.Value}"))}");
         io.Out.WriteLine($"  config {Convert.ToHexStringLower(record.Config.Span)}");
+        if (record.Frontend is { } f)
+        {
+            io.Out.WriteLine($"  frontend {f}");
+        }
+
         return ExitCodes.Ok;
     }
 }

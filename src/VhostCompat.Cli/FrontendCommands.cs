@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
-using System.Text.Json;
 using VhostCompat.Compat;
 
 namespace VhostCompat.Cli;
@@ -15,6 +14,8 @@ namespace VhostCompat.Cli;
 /// </summary>
 internal static class FrontendCommands
 {
+    private const int MaxStderr = 8192;
+
     public static async Task<int> RunAsync(CliIo io, string? qmpSocket, string? qemuBinary, IReadOnlyList<string> qemuArgs, string? machine, string? recordPath, string? capsPath, TimeSpan timeout, CancellationToken cancellationToken)
     {
         if ((qmpSocket is null) == (qemuBinary is null))
@@ -70,25 +71,40 @@ internal static class FrontendCommands
     /// <summary>A running VM's monitor: its version, its machine type and the machine types of its binary.</summary>
     internal static async Task<FrontendInfo> FromSocketAsync(string path, CancellationToken ct)
     {
+        UnixDomainSocketEndPoint endpoint;
+        try
+        {
+            endpoint = new UnixDomainSocketEndPoint(path);
+        }
+        catch (ArgumentException)
+        {
+            throw new CliException($"--qmp '{path}': not a Unix socket path (empty, or longer than sun_path holds)");
+        }
+
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), ct).ConfigureAwait(false);
+            await socket.ConnectAsync(endpoint, ct).ConfigureAwait(false);
         }
         catch (SocketException ex)
         {
-            throw new CliException($"{path}: {ex.Message}");
+            // ENOENT comes back as "Cannot assign requested address".
+            throw new CliException($"{path}: {(File.Exists(path) || Directory.Exists(path) ? ex.Message : "no such socket")}");
         }
 
         await using var stream = new NetworkStream(socket, ownsSocket: false);
-        var qmp = await Qmp.OpenAsync(stream, stream, path, ct).ConfigureAwait(false);
-        var info = await qmp.ReadAsync(vm: true, ct).ConfigureAwait(false);
-        return info;
+        var qmp = await QmpClient.OpenAsync(stream, stream, path, ct).ConfigureAwait(false);
+        return await qmp.ReadFrontendAsync(vm: true, ct).ConfigureAwait(false);
     }
 
     /// <summary>A hypervisor binary, started with <c>-machine none</c> only to be asked, then told to quit.</summary>
     internal static async Task<FrontendInfo> FromBinaryAsync(string binary, IReadOnlyList<string> extraArgs, CancellationToken ct)
     {
+        if (binary.Length == 0)
+        {
+            throw new CliException("--qemu: empty binary name");
+        }
+
         var psi = new ProcessStartInfo(binary)
         {
             RedirectStandardInput = true,
@@ -113,11 +129,11 @@ internal static class FrontendCommands
 
         using (process)
         {
-            var stderr = process.StandardError.ReadToEndAsync(ct);
+            var stderr = HeadAsync(process.StandardError, ct);
             try
             {
-                var qmp = await Qmp.OpenAsync(process.StandardOutput.BaseStream, process.StandardInput.BaseStream, binary, ct).ConfigureAwait(false);
-                var info = await qmp.ReadAsync(vm: false, ct).ConfigureAwait(false);
+                var qmp = await QmpClient.OpenAsync(process.StandardOutput.BaseStream, process.StandardInput.BaseStream, binary, ct).ConfigureAwait(false);
+                var info = await qmp.ReadFrontendAsync(vm: false, ct).ConfigureAwait(false);
                 await qmp.QuitAsync(ct).ConfigureAwait(false);
                 await process.WaitForExitAsync(ct).ConfigureAwait(false);
                 return info;
@@ -142,6 +158,20 @@ internal static class FrontendCommands
         }
     }
 
+    /// <summary>The first <see cref="MaxStderr"/> characters of a stream, read to its end so that the writer never blocks.</summary>
+    private static async Task<string> HeadAsync(StreamReader reader, CancellationToken ct)
+    {
+        var head = new StringBuilder();
+        var chunk = new char[4096];
+        int n;
+        while ((n = await reader.ReadAsync(chunk, ct).ConfigureAwait(false)) > 0)
+        {
+            head.Append(chunk, 0, Math.Min(n, MaxStderr - head.Length));
+        }
+
+        return head.ToString();
+    }
+
     private static async Task<bool> ExitedAsync(Process p)
     {
         using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(2));
@@ -153,130 +183,6 @@ internal static class FrontendCommands
         catch (OperationCanceledException)
         {
             return false;
-        }
-    }
-
-    /// <summary>A minimal QMP client: line-delimited JSON, events skipped, one command at a time.</summary>
-    private sealed class Qmp(StreamReader reader, Stream output, string label)
-    {
-        private const int MaxLine = 1 << 20;
-
-        public static async Task<Qmp> OpenAsync(Stream input, Stream output, string label, CancellationToken ct)
-        {
-            var qmp = new Qmp(new StreamReader(input, new UTF8Encoding(false), false, 4096, leaveOpen: true), output, label);
-            using (var greeting = await qmp.ReadMessageAsync(ct).ConfigureAwait(false))
-            {
-                if (!greeting.RootElement.TryGetProperty("QMP", out _))
-                {
-                    throw new CliException($"{label}: not a QMP monitor (no greeting)");
-                }
-            }
-
-            (await qmp.ExecuteAsync("qmp_capabilities", null, ct).ConfigureAwait(false)).Dispose();
-            return qmp;
-        }
-
-        public async Task<FrontendInfo> ReadAsync(bool vm, CancellationToken ct)
-        {
-            string version;
-            using (var v = await ExecuteAsync("query-version", null, ct).ConfigureAwait(false))
-            {
-                var q = Return(v).GetProperty("qemu");
-                version = string.Create(CultureInfo.InvariantCulture, $"{q.GetProperty("major").GetInt32()}.{q.GetProperty("minor").GetInt32()}.{q.GetProperty("micro").GetInt32()}");
-            }
-
-            var machines = new List<string>();
-            using (var m = await ExecuteAsync("query-machines", null, ct).ConfigureAwait(false))
-            {
-                foreach (var e in Return(m).EnumerateArray())
-                {
-                    machines.Add(e.GetProperty("name").GetString()!);
-                    if (e.TryGetProperty("alias", out var alias) && alias.GetString() is { } a)
-                    {
-                        machines.Add(a);
-                    }
-                }
-            }
-
-            string? machine = null;
-            if (vm)
-            {
-                using var t = await ExecuteAsync("qom-get", """{"path":"/machine","property":"type"}""", ct).ConfigureAwait(false);
-                string type = Return(t).GetString()!;
-                machine = type.EndsWith("-machine", StringComparison.Ordinal) ? type[..^"-machine".Length] : type;
-            }
-
-            try
-            {
-                return new FrontendInfo("qemu", version, machine, machines);
-            }
-            catch (ArgumentException ex)
-            {
-                throw new CliException($"{label}: unexpected QMP answer: {ex.Message}");
-            }
-        }
-
-        public async Task QuitAsync(CancellationToken ct)
-        {
-            await WriteAsync("""{"execute":"quit"}""", ct).ConfigureAwait(false);
-        }
-
-        private JsonElement Return(JsonDocument reply) =>
-            reply.RootElement.TryGetProperty("return", out var r) ? r : throw new CliException($"{label}: QMP reply without 'return'");
-
-        private async Task<JsonDocument> ExecuteAsync(string command, string? arguments, CancellationToken ct)
-        {
-            await WriteAsync(arguments is null ? $$"""{"execute":"{{command}}"}""" : $$"""{"execute":"{{command}}","arguments":{{arguments}}}""", ct).ConfigureAwait(false);
-            while (true)
-            {
-                var reply = await ReadMessageAsync(ct).ConfigureAwait(false);
-                var root = reply.RootElement;
-                if (root.TryGetProperty("event", out _))
-                {
-                    reply.Dispose();
-                    continue;
-                }
-
-                if (root.TryGetProperty("error", out var error))
-                {
-                    string desc = error.TryGetProperty("desc", out var d) ? d.GetString() ?? "?" : error.GetRawText();
-                    reply.Dispose();
-                    throw new CliException($"{label}: QMP {command}: {desc}");
-                }
-
-                return reply;
-            }
-        }
-
-        private async Task WriteAsync(string line, CancellationToken ct)
-        {
-            await output.WriteAsync(Encoding.UTF8.GetBytes(line + "\n"), ct).ConfigureAwait(false);
-            await output.FlushAsync(ct).ConfigureAwait(false);
-        }
-
-        private async Task<JsonDocument> ReadMessageAsync(CancellationToken ct)
-        {
-            string? line = await reader.ReadLineAsync(ct).ConfigureAwait(false) ?? throw new CliException($"{label}: the monitor closed the connection");
-            if (line.Length > MaxLine)
-            {
-                throw new CliException($"{label}: QMP message longer than {MaxLine} bytes");
-            }
-
-            try
-            {
-                var doc = JsonDocument.Parse(line);
-                if (doc.RootElement.ValueKind != JsonValueKind.Object)
-                {
-                    doc.Dispose();
-                    throw new CliException($"{label}: QMP message is not an object");
-                }
-
-                return doc;
-            }
-            catch (JsonException ex)
-            {
-                throw new CliException($"{label}: not QMP: {ex.Message}");
-            }
         }
     }
 }

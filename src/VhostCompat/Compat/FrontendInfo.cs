@@ -109,12 +109,13 @@ public sealed class FrontendInfo
             throw error(fileName, path + ".machines", $"{json.Machines.Count} entries, more than {MaxMachines}", null);
         }
 
-        foreach (var (field, value) in new[] { ("product", json.Product), ("product-version", json.ProductVersion), ("machine", json.Machine) }
-                     .Concat(json.Machines.Select(m => ("machines", (string?)m))))
+        // Only "machine" may be null: System.Text.Json does not enforce the non-null elements of "machines".
+        foreach (var (field, value, optional) in new[] { ("product", json.Product, false), ("product-version", json.ProductVersion, false), ("machine", json.Machine, true) }
+                     .Concat(json.Machines.Select(m => ("machines", (string?)m, false))))
         {
-            if (value is not null && !IsValidName(value))
+            if (!(optional && value is null) && !IsValidName(value))
             {
-                throw error(fileName, $"{path}.{field}", $"'{value}' is not a name of 1..64 letters, digits, '.', '_', '-' or '+'", null);
+                throw error(fileName, $"{path}.{field}", value is null ? "is null" : $"'{value}' is not a name of 1..64 letters, digits, '.', '_', '-' or '+'", null);
             }
         }
 

@@ -263,10 +263,12 @@ public static class PreflightCheck
     {
         if (vm?.Machine is not { } machine)
         {
-            if (host is not null && vm is null)
+            // A VM frontend read from a binary (frontend --qemu without --machine) says nothing about the VM either.
+            if (host is not null)
             {
+                string unknown = vm is null ? "the VM's frontend (hypervisor version, machine type) is not known" : $"the VM's machine type is not known (its frontend, {vm}, was recorded without one)";
                 findings.Add(new PreflightFinding(PreflightSeverity.Warning, "frontend-not-checked",
-                    $"the destination runs {host}, but the VM's frontend (hypervisor version, machine type) is not known: give it with --vm-frontend or record it (vhost-compat frontend --qmp)", NoFeatures));
+                    $"the destination runs {host}, but {unknown}: give it with --vm-frontend or record it (vhost-compat frontend --qmp)", NoFeatures));
             }
 
             return;

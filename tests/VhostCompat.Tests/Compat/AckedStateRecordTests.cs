@@ -20,6 +20,13 @@ public sealed class AckedStateRecordTests : IDisposable
         new Dictionary<int, int> { [0] = 256, [1] = 256 },
         [0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0, 1, 0, 0xdc, 0x05]);
 
+    /// <summary>A record file around <paramref name="payload"/> (exact text) with its checksum, as any SDK version writes it.</summary>
+    internal static string Seal(string payload)
+    {
+        string sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(payload)));
+        return $"{{\"format\":\"vhostcompat-acked-state\",\"version\":1,\"sha256\":\"{sha}\",\"payload\":{payload}}}";
+    }
+
     [Fact]
     public void Record_round_trips_through_the_store_with_a_generation_counter()
     {
@@ -52,9 +59,7 @@ public sealed class AckedStateRecordTests : IDisposable
 
         // The same payload without the member, re-sealed as an SDK from before it would have written it.
         using var doc = System.Text.Json.JsonDocument.Parse(json);
-        string payload = doc.RootElement.GetProperty("payload").GetRawText().Replace(",\"profile-pinned\":false", "", StringComparison.Ordinal);
-        string sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(payload)));
-        string old = $"{{\"format\":\"vhostcompat-acked-state\",\"version\":1,\"sha256\":\"{sha}\",\"payload\":{payload}}}";
+        string old = Seal(doc.RootElement.GetProperty("payload").GetRawText().Replace(",\"profile-pinned\":false", "", StringComparison.Ordinal));
         old.Should().NotContain("profile-pinned");
         AckedStateRecord.Parse(Encoding.UTF8.GetBytes(old), "old.json").ProfilePinned.Should().BeTrue();
     }

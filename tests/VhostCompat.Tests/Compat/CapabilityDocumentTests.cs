@@ -157,6 +157,7 @@ public class CapabilityDocumentTests
         {
             CapabilityDocument.Render(Device(), Options, ProfileCatalogTests.NetCatalog()),
             CapabilityDocument.Render(Device(), Options),
+            CapabilityDocument.Render(CapabilityDocument.Parse(Encoding.UTF8.GetBytes(CapabilityDocument.Render(Device(), Options)), "caps.json").WithFrontend(QemuCapture.Host())),
             CapabilityDocument.Render(new TestBlockDevice(VirtioFeatures.Parse(VirtioDeviceType.Block, "flush,blk_size,mq,version_1")), Options),
         })
         {
@@ -171,6 +172,17 @@ public class CapabilityDocumentTests
         var found = new List<string>();
         MiniSchema.Validate(schema.RootElement, schema.RootElement, broken.RootElement, "$", found);
         found.Should().Contain(e => e.Contains("queues", StringComparison.Ordinal)).And.Contain(e => e.Contains("extra", StringComparison.Ordinal));
+
+        // ... and a frontend the SDK would refuse: a bad name, too many machine types.
+        using var badFrontend = JsonDocument.Parse(Mutate(v => v["frontend"] = new System.Text.Json.Nodes.JsonObject
+        {
+            ["product"] = "qemu",
+            ["product-version"] = "7.2 rc1",
+            ["machines"] = new System.Text.Json.Nodes.JsonArray([.. Enumerable.Range(0, 513).Select(i => (System.Text.Json.Nodes.JsonNode?)$"m{i}")]),
+        }));
+        found.Clear();
+        MiniSchema.Validate(schema.RootElement, schema.RootElement, badFrontend.RootElement, "$", found);
+        found.Should().Contain(e => e.Contains("product-version", StringComparison.Ordinal)).And.Contain(e => e.Contains("machines: more than 512", StringComparison.Ordinal));
     }
 
     internal static string FindRepoFile(string relative)
@@ -187,7 +199,7 @@ public class CapabilityDocumentTests
         throw new FileNotFoundException(relative);
     }
 
-    /// <summary>The subset of JSON Schema the documented schema uses: type, required, properties, additionalProperties, items, pattern, minimum, maximum, maxLength, $ref.</summary>
+    /// <summary>The subset of JSON Schema the documented schema uses: type, required, properties, additionalProperties, items, maxItems, pattern, minimum, maximum, maxLength, $ref.</summary>
     private static class MiniSchema
     {
         public static void Validate(JsonElement root, JsonElement schema, JsonElement value, string path, List<string> errors)
@@ -246,6 +258,11 @@ public class CapabilityDocumentTests
                         Validate(root, additional, p.Value, $"{path}.{p.Name}", errors);
                     }
                 }
+            }
+
+            if (value.ValueKind == JsonValueKind.Array && schema.TryGetProperty("maxItems", out var maxItems) && value.GetArrayLength() > maxItems.GetInt32())
+            {
+                errors.Add($"{path}: more than {maxItems.GetInt32().ToString(CultureInfo.InvariantCulture)} items");
             }
 
             if (value.ValueKind == JsonValueKind.Array && schema.TryGetProperty("items", out var items))
