@@ -218,8 +218,18 @@ public sealed class DeviceStateInteropTests(ITestOutputHelper output)
         var preflight = PreflightCheck.Check(null, record, caps);
         Log($"--- n0 {from.Spec.Label} -> n1 {to.Label}; PREFLIGHT {preflight.ToText().TrimEnd().Replace("\n", "\n  PREFLIGHT ", StringComparison.Ordinal)}");
 
-        // Neither the record nor the capability document carries a device-state version: the preflight passes these hops.
-        preflight.Compatible.Should().BeTrue("the destination offers everything the VM was acked");
+        // The record carries the source's device-state format and the capability document the formats the destination
+        // loads: a foreign format is refused before the migration (device-state-version); a blob corrupted in transfer
+        // cannot be foreseen and is left to the SDK's checksum.
+        record.DeviceStateVersion.Should().Be(1u, "the source build writes format 1 and DEVICE_STATE was acked");
+        if (to.StateVersion is { } foreign && foreign != 1)
+        {
+            preflight.Findings.Should().ContainSingle(f => f.Severity == PreflightSeverity.Error).Which.Code.Should().Be("device-state-version");
+        }
+        else
+        {
+            preflight.Compatible.Should().BeTrue("the destination offers everything the VM was acked");
+        }
         return new MatrixHop
         {
             Row = "device-state", Leg = "forward", From = from.Spec, To = to, Preflight = preflight, Record = record, DestinationCapabilities = caps,

@@ -933,7 +933,10 @@ internal sealed class BackendSession
         _device.ReadConfig(0, config);
         _pin?.PatchConfig(0, config);
         ulong guestFeatures = _ackedFeatures & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
-        _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config, profilePinned: _pin?.IsExplicit ?? false));
+        _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config, profilePinned: _pin?.IsExplicit ?? false)
+        {
+            DeviceStateVersion = (_ackedProtocol & (ulong)VhostUserProtocolFeatures.DeviceState) != 0 && _device.StateVersion != 0 ? _device.StateVersion : null,
+        });
     }
 
     private Outcome SendRarp(byte[] payload)

@@ -111,6 +111,12 @@ public abstract class VhostUserDevice
     /// </summary>
     public virtual uint StateVersion => 0;
 
+    /// <summary>
+    /// The state formats <see cref="LoadState"/> accepts, published in the capability document so a preflight can
+    /// refuse a migration whose state this build would refuse. Default: <see cref="StateVersion"/> alone (none when 0).
+    /// </summary>
+    public virtual IReadOnlyList<uint> LoadableStateVersions => StateVersion == 0 ? [] : [StateVersion];
+
     /// <summary>Serialises internal state (MAC table, counters...) for migration; called with every queue stopped.</summary>
     public virtual byte[] SaveState() => [];
 

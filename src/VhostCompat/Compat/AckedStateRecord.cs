@@ -125,9 +125,15 @@ public sealed class AckedStateRecord
     /// </summary>
     public FrontendInfo? Frontend { get; private init; }
 
+    /// <summary>
+    /// The device-state format the source backend writes (<see cref="Backend.VhostUserDevice.StateVersion"/>) when the
+    /// frontend acked DEVICE_STATE; null otherwise, and in records written before it existed.
+    /// </summary>
+    public uint? DeviceStateVersion { get; internal init; }
+
     /// <summary>This record with <paramref name="frontend"/> as the VM's frontend.</summary>
     public AckedStateRecord WithFrontend(FrontendInfo? frontend) =>
-        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, Generation, SavedAt, ProfilePinned) { Frontend = frontend };
+        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, Generation, SavedAt, ProfilePinned) { Frontend = frontend, DeviceStateVersion = DeviceStateVersion };
 
     /// <summary>
     /// Everything that keeps a backend offering <paramref name="offer"/> from honouring this record
@@ -156,6 +162,7 @@ public sealed class AckedStateRecord
             QueueSizes = [.. QueueSizes.Select(kv => new QueueSizeJson { Index = kv.Key, Size = kv.Value })],
             Config = Convert.ToHexStringLower(_config),
             Frontend = Frontend?.ToJsonModel(),
+            DeviceStateVersion = DeviceStateVersion,
         };
         byte[] payloadBytes;
         using (var ms = new MemoryStream())
@@ -291,9 +298,15 @@ public sealed class AckedStateRecord
         try
         {
             var frontend = json.Frontend is null ? null : FrontendInfo.From(json.Frontend, fileName, P + "frontend", err);
+            if (json.DeviceStateVersion == 0)
+            {
+                throw new AckedStateCorruptException(fileName, P + "device-state-version", "0 is not a device-state format (a device without state writes none)");
+            }
+
             return new AckedStateRecord(json.Key, type, features, protocol, profile, json.QueueCount, sizes, config, json.Generation, savedAt, json.ProfilePinned ?? true)
             {
                 Frontend = frontend,
+                DeviceStateVersion = json.DeviceStateVersion,
             };
         }
         catch (ArgumentException ex)
@@ -310,7 +323,7 @@ public sealed class AckedStateRecord
     }
 
     internal AckedStateRecord WithGeneration(ulong generation, DateTimeOffset savedAt) =>
-        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned) { Frontend = Frontend };
+        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned) { Frontend = Frontend, DeviceStateVersion = DeviceStateVersion };
 }
 
 /// <summary>

@@ -69,9 +69,19 @@ public sealed class BackendCapabilities
     /// <summary>The host's frontend (hypervisor version and the machine types it can load), or null when not recorded.</summary>
     public FrontendInfo? Frontend { get; internal init; }
 
+    /// <summary>
+    /// Device-state formats the backend loads (<see cref="Backend.VhostUserDevice.LoadableStateVersions"/>), when it
+    /// offers DEVICE_STATE; empty when it does not, or when the document does not say (a probe, an older document).
+    /// </summary>
+    public IReadOnlyList<uint> DeviceStateVersions { get; internal init; } = [];
+
     /// <summary>This capability set with <paramref name="frontend"/> as the host's frontend.</summary>
     public BackendCapabilities WithFrontend(FrontendInfo? frontend) =>
-        new(DeviceType, VirtioFeatures, ProtocolFeatures, Queues, MaxQueueSize, ConfigSize, Config, Catalog, MaxMemorySlots, QueueNumReply) { Frontend = frontend };
+        new(DeviceType, VirtioFeatures, ProtocolFeatures, Queues, MaxQueueSize, ConfigSize, Config, Catalog, MaxMemorySlots, QueueNumReply)
+        {
+            Frontend = frontend,
+            DeviceStateVersions = DeviceStateVersions,
+        };
 
     /// <summary>
     /// A capability set from raw protocol answers (e.g. a probe over the socket): the config space
@@ -118,7 +128,12 @@ public sealed class BackendCapabilities
 
         var fields = VirtioConfigFields.Decode(device.DeviceType, features, config);
         return new BackendCapabilities(device.DeviceType, features, protocol, queues, maxRing, config.Length, fields, catalog,
-            options.OfferMemorySlots ? options.MaxMemorySlots : 8, queueNum);
+            options.OfferMemorySlots ? options.MaxMemorySlots : 8, queueNum)
+        {
+            DeviceStateVersions = (protocol & (ulong)VhostCompat.Protocol.VhostUserProtocolFeatures.DeviceState) != 0
+                ? [.. device.LoadableStateVersions.Distinct().Order()]
+                : [],
+        };
     }
 }
 
@@ -184,6 +199,7 @@ public static class CapabilityDocument
                     Supported = [.. c.Catalog.Profiles.Select(p => new ProfileEntryJson { Id = p.Id!, Canonical = p.Canonical })],
                 },
                 Frontend = c.Frontend?.ToJsonModel(),
+                DeviceStateVersions = c.DeviceStateVersions.Count == 0 ? null : [.. c.DeviceStateVersions],
             },
         };
         return JsonSerializer.Serialize(json, CompatJsonContext.Default.CapabilitiesJson);
@@ -305,7 +321,23 @@ public static class CapabilityDocument
         return new BackendCapabilities(type, features, protocol, v.Queues, v.MaxQueueSize, v.ConfigSize, v.Config, catalog, v.MaxMemorySlots, v.QueueNumReply)
         {
             Frontend = v.Frontend is null ? null : FrontendInfo.From(v.Frontend, fileName, P + "frontend", CompatJsonReader.Plain),
+            DeviceStateVersions = StateVersions(v.DeviceStateVersions, fileName),
         };
+    }
+
+    private static List<uint> StateVersions(List<uint>? versions, string fileName)
+    {
+        if (versions is null)
+        {
+            return [];
+        }
+
+        if (versions.Count is 0 or > 64 || versions.Contains(0u) || versions.Distinct().Count() != versions.Count)
+        {
+            throw new CompatDocumentException(fileName, "$.vhostcompat.device-state-versions", "1..64 distinct nonzero format numbers");
+        }
+
+        return [.. versions.Order()];
     }
 
     /// <summary>Reads and parses a capability document file.</summary>

@@ -243,6 +243,9 @@ internal sealed class VhostCompatCapabilitiesJson
 
     /// <summary>The host's frontend (hypervisor version, loadable machine types), when added by <c>vhost-compat frontend</c>.</summary>
     public FrontendJson? Frontend { get; set; }
+
+    /// <summary>Device-state formats the device loads (absent: no DEVICE_STATE, or a document written before it existed).</summary>
+    public List<uint>? DeviceStateVersions { get; set; }
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
@@ -311,6 +314,9 @@ internal sealed class AckedStatePayloadJson
 
     /// <summary>The VM's frontend (hypervisor version, machine type), when management recorded it.</summary>
     public FrontendJson? Frontend { get; set; }
+
+    /// <summary>The source device's state format, when DEVICE_STATE was acked.</summary>
+    public uint? DeviceStateVersion { get; set; }
 }
 
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]

@@ -167,6 +167,14 @@ public static class PreflightCheck
                     $"protocol features acked on the source are not offered: {string.Join(", ", names)} ({FeatureText.Hex(missingProtocol)})", names));
             }
 
+            if (record.DeviceStateVersion is { } sv && (record.AckedProtocolFeatures & (ulong)Protocol.VhostUserProtocolFeatures.DeviceState) != 0
+                && dst.DeviceStateVersions.Count > 0 && !dst.DeviceStateVersions.Contains(sv))
+            {
+                findings.Add(Error("device-state-version",
+                    $"the source backend writes device-state format {sv}; the destination loads only {string.Join(", ", dst.DeviceStateVersions)}: it would refuse the state at CHECK_DEVICE_STATE " +
+                    "and the migration would fail with it (QEMU 10.0: \"Back-end failed to process its internal state\")"));
+            }
+
             if (record.QueueCount > dst.Queues)
             {
                 findings.Add(Error("queue-count", $"the source served {record.QueueCount} virtqueues, the destination serves {dst.Queues}"));

@@ -127,6 +127,53 @@ public class DeviceStatePinTests
         result.Findings.Select(f => f.Code).Should().BeEquivalentTo("device-state-not-checked", "frontend-not-checked");
     }
 
+    [Fact]
+    public void The_record_carries_the_source_state_format_and_a_destination_that_loads_another_one_is_incompatible()
+    {
+        var record = RecordWithState();
+        var json = record.ToJson();
+        json.Should().Contain("\"device-state-version\":1");
+        var back = AckedStateRecord.Parse(System.Text.Encoding.UTF8.GetBytes(json), "r.json");
+        back.DeviceStateVersion.Should().Be(1u);
+        back.WithFrontend(new FrontendInfo("qemu", "10.0.2", "pc-q35-7.2")).DeviceStateVersion.Should().Be(1u);
+
+        var loads2 = Destination(2);
+        var f = PreflightCheck.Check(null, back, loads2).Findings.Should().ContainSingle().Which;
+        f.Code.Should().Be("device-state-version");
+        f.Severity.Should().Be(PreflightSeverity.Error);
+        f.Message.Should().Contain("format 1").And.Contain("loads only 2");
+        PreflightCheck.Check(null, back, Destination(1, 2)).Compatible.Should().BeTrue();
+        PreflightCheck.Check(null, back, Destination()).Compatible.Should().BeTrue("a document that does not list formats (a probe, an older document) is not held to one");
+    }
+
+    [Fact]
+    public void The_capability_document_lists_loadable_formats_only_when_device_state_is_offered()
+    {
+        var device = new StatefulNetDevice();
+        var caps = BackendCapabilities.FromDevice(device, Options);
+        caps.DeviceStateVersions.Should().Equal(1u);
+        var back = CapabilityDocument.Parse(System.Text.Encoding.UTF8.GetBytes(CapabilityDocument.Render(caps)), "c.json");
+        back.DeviceStateVersions.Should().Equal(1u);
+        back.WithFrontend(new FrontendInfo("qemu", "10.0.2", null)).DeviceStateVersions.Should().Equal(1u);
+        BackendCapabilities.FromDevice(device, Options, null, InterfaceProfile.Parse("type=net,version_1=on,device_state=off")).DeviceStateVersions.Should().BeEmpty();
+        BackendCapabilities.FromDevice(new TestNetDevice(Net("version_1")), Options).DeviceStateVersions.Should().BeEmpty();
+    }
+
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("[0]")]
+    [InlineData("[1,1]")]
+    [InlineData("[-1]")]
+    [InlineData("\"1\"")]
+    public void Bad_format_lists_in_a_capability_document_are_refused(string list)
+    {
+        var text = CapabilityDocument.Render(BackendCapabilities.FromDevice(new StatefulNetDevice(), Options))
+            .Replace("\"device-state-versions\": [\n      1\n    ]", "\"device-state-versions\": " + list, StringComparison.Ordinal);
+        text.Should().Contain("\"device-state-versions\": " + list, "the replacement must hit");
+        var act = () => CapabilityDocument.Parse(System.Text.Encoding.UTF8.GetBytes(text), "c.json");
+        act.Should().Throw<CompatDocumentException>();
+    }
+
     private static AckedStateRecord Record(ulong protocol)
     {
         var sizes = new Dictionary<int, int> { [0] = 256, [1] = 256 };
@@ -134,8 +181,17 @@ public class DeviceStatePinTests
         return new AckedStateRecord("vm-1.net0", VirtioDeviceType.Net, Net("mrg_rxbuf,protocol_features,version_1"), protocol, null, 2, sizes, config);
     }
 
-    private static BackendCapabilities Destination() =>
-        new(VirtioDeviceType.Net, Net("mrg_rxbuf,protocol_features,version_1"), 0x1a009 | DeviceStateBit, 2, 1024, 12, new Dictionary<string, string>(), null);
+    private static BackendCapabilities Destination(params uint[] stateVersions) =>
+        new(VirtioDeviceType.Net, Net("mrg_rxbuf,protocol_features,version_1"), 0x1a009 | DeviceStateBit, 2, 1024, 12, new Dictionary<string, string>(), null)
+        {
+            DeviceStateVersions = stateVersions,
+        };
+
+    private static AckedStateRecord RecordWithState()
+    {
+        var r = Record(DeviceStateBit | 0x1a009);
+        return new AckedStateRecord(r.Key, r.DeviceType, r.AckedFeatures, r.AckedProtocolFeatures, null, r.QueueCount, r.QueueSizes, r.Config.Span) { DeviceStateVersion = 1 };
+    }
 
     private sealed class StatefulNetDevice : VhostUserDevice
     {
