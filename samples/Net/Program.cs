@@ -105,7 +105,7 @@ int ports = inheritedFd is null ? Math.Max(paths.Count, 1) : 1;
 var @switch = new L2Switch(ports, responder);
 if (printCapabilities)
 {
-    Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log, build), new VhostUserBackendOptions { SocketPath = "-" }, NetCatalog.For(build, queuePairs)));
+    Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log, build, stateVersion), new VhostUserBackendOptions { SocketPath = "-" }, NetCatalog.For(build, queuePairs)));
     return 0;
 }
 
