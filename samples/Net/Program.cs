@@ -103,9 +103,12 @@ ILogger log = loggerFactory.CreateLogger("VhostCompat.Samples.Net");
 
 int ports = inheritedFd is null ? Math.Max(paths.Count, 1) : 1;
 var @switch = new L2Switch(ports, responder);
+
+// One construction for --print-capabilities and serving: the document describes exactly the device that serves.
+NetDevice NewDevice(int port) => new(port, @switch, queuePairs, sink, log, build, stateVersion);
 if (printCapabilities)
 {
-    Console.WriteLine(CapabilityDocument.Render(new NetDevice(0, @switch, queuePairs, sink, log, build, stateVersion), new VhostUserBackendOptions { SocketPath = "-" }, NetCatalog.For(build, queuePairs)));
+    Console.WriteLine(CapabilityDocument.Render(NewDevice(0), new VhostUserBackendOptions { SocketPath = "-" }, NetCatalog.For(build, queuePairs)));
     return 0;
 }
 
@@ -149,7 +152,7 @@ for (int port = 0; port < ports; port++)
         return 2;
     }
 
-    var device = new NetDevice(port, @switch, queuePairs, sink, log, build, stateVersion);
+    var device = NewDevice(port);
     VhostUserBackend backend;
     try
     {

@@ -72,13 +72,14 @@ internal sealed class BackendSession
         }
 
         _offeredFeatures = pin?.OfferedFeatures(OfferedFeatures(device)) ?? OfferedFeatures(device);
-        _offeredProtocol = (ulong)(pin?.OfferedProtocolFeatures(OfferedProtocolFeatures(device, options)) ?? OfferedProtocolFeatures(device, options));
+        _offeredProtocol = (ulong)OfferedProtocolFeatures(device, options, pin);
     }
 
     internal static ulong OfferedFeatures(VhostUserDevice device) =>
         (device.DeviceFeatures & ~(VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures)) | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll;
 
-    internal static VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserDevice device, VhostUserBackendOptions options)
+    /// <summary>GET_PROTOCOL_FEATURES: what the SDK implements, the device's own bits, and the pin's restrictions.</summary>
+    internal static VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserDevice device, VhostUserBackendOptions options, ProfilePin? pin = null)
     {
         var p = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status | VhostUserProtocolFeatures.LogShmfd
             | VhostUserProtocolFeatures.ResetDevice | (device.ProtocolFeatures & DeviceSelectable);
@@ -92,7 +93,7 @@ internal sealed class BackendSession
             p |= VhostUserProtocolFeatures.DeviceState;
         }
 
-        return p;
+        return pin?.OfferedProtocolFeatures(p) ?? p;
     }
 
     public ulong AckedFeatures => _ackedFeatures;
@@ -935,7 +936,7 @@ internal sealed class BackendSession
         ulong guestFeatures = _ackedFeatures & ~(VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll);
         _saveRecord(new AckedStateRecord(_recordKey!, _device.DeviceType, guestFeatures, _ackedProtocol, _pin?.Profile, _rings.Length, sizes, config, profilePinned: _pin?.IsExplicit ?? false)
         {
-            DeviceStateVersion = (_ackedProtocol & (ulong)VhostUserProtocolFeatures.DeviceState) != 0 && _device.StateVersion != 0 ? _device.StateVersion : null,
+            DeviceStateVersion = (_ackedProtocol & (ulong)VhostUserProtocolFeatures.DeviceState) != 0 ? _device.StateVersion : null,
         });
     }
 

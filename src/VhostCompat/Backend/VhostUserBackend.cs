@@ -126,8 +126,7 @@ public sealed class VhostUserBackend
     public ulong OfferedFeatures => _pin?.OfferedFeatures(BackendSession.OfferedFeatures(_device)) ?? BackendSession.OfferedFeatures(_device);
 
     /// <summary>Protocol features offered in GET_PROTOCOL_FEATURES.</summary>
-    public VhostUserProtocolFeatures OfferedProtocolFeatures =>
-        _pin?.OfferedProtocolFeatures(BackendSession.OfferedProtocolFeatures(_device, _options)) ?? BackendSession.OfferedProtocolFeatures(_device, _options);
+    public VhostUserProtocolFeatures OfferedProtocolFeatures => BackendSession.OfferedProtocolFeatures(_device, _options, _pin);
 
     /// <summary>Raised (on the session's thread) after each frontend connection ends, with the reason.</summary>
     public event Action<string>? SessionEnded;

@@ -132,8 +132,7 @@ public sealed class AckedStateRecord
     public uint? DeviceStateVersion { get; internal init; }
 
     /// <summary>This record with <paramref name="frontend"/> as the VM's frontend.</summary>
-    public AckedStateRecord WithFrontend(FrontendInfo? frontend) =>
-        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, Generation, SavedAt, ProfilePinned) { Frontend = frontend, DeviceStateVersion = DeviceStateVersion };
+    public AckedStateRecord WithFrontend(FrontendInfo? frontend) => Copy(Generation, SavedAt, frontend);
 
     /// <summary>
     /// Everything that keeps a backend offering <paramref name="offer"/> from honouring this record
@@ -322,8 +321,14 @@ public sealed class AckedStateRecord
         }
     }
 
-    internal AckedStateRecord WithGeneration(ulong generation, DateTimeOffset savedAt) =>
-        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned) { Frontend = Frontend, DeviceStateVersion = DeviceStateVersion };
+    internal AckedStateRecord WithGeneration(ulong generation, DateTimeOffset savedAt) => Copy(generation, savedAt, Frontend);
+
+    private AckedStateRecord Copy(ulong generation, DateTimeOffset savedAt, FrontendInfo? frontend) =>
+        new(Key, DeviceType, AckedFeatures, AckedProtocolFeatures, Profile, QueueCount, QueueSizes, _config, generation, savedAt, ProfilePinned)
+        {
+            Frontend = frontend,
+            DeviceStateVersion = DeviceStateVersion,
+        };
 }
 
 /// <summary>

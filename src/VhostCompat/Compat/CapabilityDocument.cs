@@ -108,18 +108,17 @@ public sealed class BackendCapabilities
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(options);
+        var pin = pinned is null ? null : ProfilePin.Create(device, pinned);
         ulong features = BackendSession.OfferedFeatures(device);
-        ulong protocol = (ulong)BackendSession.OfferedProtocolFeatures(device, options);
+        ulong protocol = (ulong)BackendSession.OfferedProtocolFeatures(device, options, pin);
         int queues = device.QueueCount;
         int maxRing = device.MaxQueueSize;
         ulong queueNum = device.QueueNumReply;
         byte[] config = new byte[Math.Clamp(device.ConfigSize, 0, DeviceConfigHeader.MaxConfigSize)];
         device.ReadConfig(0, config);
-        if (pinned is not null)
+        if (pin is not null)
         {
-            var pin = ProfilePin.Create(device, pinned);
             features = pin.OfferedFeatures(features);
-            protocol = (ulong)pin.OfferedProtocolFeatures((VhostCompat.Protocol.VhostUserProtocolFeatures)protocol);
             queues = pin.QueueCount;
             maxRing = pin.MaxRingSize;
             queueNum = pin.QueueNumReply;

@@ -22,14 +22,10 @@ internal static class FrontendStreamRule
 
     public static void Check(AckedStateRecord record, FrontendInfo? host, List<PreflightFinding> findings)
     {
-        if (record.DeviceType != VirtioDeviceType.Net || (record.AckedProtocolFeatures & (ulong)VhostUserProtocolFeatures.DeviceState) == 0)
+        // Without the destination's frontend side the frontend rules are not applied (as for the machine type).
+        if (host is null || record.DeviceType != VirtioDeviceType.Net || (record.AckedProtocolFeatures & (ulong)VhostUserProtocolFeatures.DeviceState) == 0)
         {
             return;
-        }
-
-        if (host is null)
-        {
-            return; // no frontend side given: frontend rules are not applied (as for the machine type)
         }
 
         string source = record.Frontend is { } vm ? $"the VM's {vm.Product} {vm.Version}" : "the VM's frontend";
