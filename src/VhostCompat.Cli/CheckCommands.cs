@@ -89,81 +89,12 @@ internal static class CheckCommands
         return ExitCodes.Ok;
     }
 
-    /// <summary>
-    /// Connects as a frontend and asks what the backend offers: GET_FEATURES, GET/SET_PROTOCOL_FEATURES
-    /// (acking only MQ, REPLY_ACK, CONFIG, CONFIGURE_MEM_SLOTS), SET_OWNER, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS,
-    /// GET_CONFIG and — with REPLY_ACK — the largest SET_VRING_NUM accepted on ring 0 (32768 halving down;
-    /// 32768 is assumed when it cannot be probed). Nothing is mapped or started.
-    /// </summary>
+    /// <summary>Probes a live backend (<see cref="BackendProbe"/>); failures become one-line <see cref="CliException"/>s.</summary>
     public static async Task<BackendCapabilities> ProbeAsync(string socket, VirtioDeviceType type, TimeSpan timeout, bool probeRing, CancellationToken cancellationToken)
     {
         try
         {
-            using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            cts.CancelAfter(timeout * 4);
-            var ct = cts.Token;
-            await using var frontend = await VhostUserFrontend.ConnectAsync(socket, timeout, ct).ConfigureAwait(false);
-            ulong features = await frontend.GetFeaturesAsync(ct).ConfigureAwait(false);
-            ulong protocol = 0;
-            if ((features & VirtioFeatureBits.ProtocolFeatures) != 0)
-            {
-                protocol = (ulong)await frontend.GetProtocolFeaturesAsync(ct).ConfigureAwait(false);
-                var wanted = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.ConfigureMemSlots;
-                await frontend.SetProtocolFeaturesAsync((VhostUserProtocolFeatures)protocol & wanted, ct).ConfigureAwait(false);
-            }
-
-            await frontend.SetOwnerAsync(ct).ConfigureAwait(false);
-            var acked = frontend.AckedProtocolFeatures;
-            int queues = type == VirtioDeviceType.Net ? 2 : 1;
-            ulong? queueNum = null;
-            if ((acked & VhostUserProtocolFeatures.Mq) != 0)
-            {
-                queueNum = await frontend.GetQueueNumAsync(ct).ConfigureAwait(false);
-                ulong q = type == VirtioDeviceType.Net ? 2 * Math.Min(queueNum.Value, 127) : Math.Min(queueNum.Value, 255);
-                queues = (int)Math.Max(q, 1);
-            }
-
-            int slots = 8;
-            if ((acked & VhostUserProtocolFeatures.ConfigureMemSlots) != 0)
-            {
-                slots = (int)Math.Clamp(await frontend.GetMaxMemSlotsAsync(ct).ConfigureAwait(false), 1, 509);
-            }
-
-            byte[] config = [];
-            if ((acked & VhostUserProtocolFeatures.Config) != 0)
-            {
-                uint size = type switch { VirtioDeviceType.Net => 12, VirtioDeviceType.Block => 60, _ => 0 };
-                if (size > 0)
-                {
-                    try
-                    {
-                        config = await frontend.GetConfigAsync(0, size, ct).ConfigureAwait(false);
-                    }
-                    catch (VhostUserRequestException)
-                    {
-                        config = [];
-                    }
-                }
-            }
-
-            int maxRing = 32768;
-            if (probeRing && (acked & VhostUserProtocolFeatures.ReplyAck) != 0)
-            {
-                for (int n = 32768; n >= 1; n /= 2)
-                {
-                    try
-                    {
-                        await frontend.SetVringNumAsync(0, n, ct).ConfigureAwait(false);
-                        maxRing = n;
-                        break;
-                    }
-                    catch (VhostUserRequestException)
-                    {
-                    }
-                }
-            }
-
-            return BackendCapabilities.FromOffer(type, features, protocol, queues, maxRing, config, slots, queueNum);
+            return await BackendProbe.ProbeAsync(socket, type, timeout, probeRing, cancellationToken).ConfigureAwait(false);
         }
         catch (System.Net.Sockets.SocketException ex)
         {

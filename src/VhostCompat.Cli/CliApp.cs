@@ -190,6 +190,11 @@ internal static class CliApp
         };
         probe.SetAction((r, ct) => CheckCommands.ProbeCommandAsync(io, r.GetValue(probeSocket)!, r.GetValue(type)!, Seconds(r.GetValue(timeout)), !r.GetValue(noRing), r.GetValue(json), ct));
         root.Add(probe);
+        foreach (var command in ProxyCommands.Build(io, json))
+        {
+            root.Add(command);
+        }
+
         return root;
     }
 

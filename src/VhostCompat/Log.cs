@@ -79,4 +79,19 @@ internal static partial class Log
 
     [LoggerMessage(25, LogLevel.Information, "Device state {Direction}: {Bytes} bytes (device state version {Version}) in {Milliseconds:F1} ms")]
     public static partial void DeviceStateTransferred(ILogger logger, string direction, int bytes, uint version, double milliseconds);
+
+    [LoggerMessage(100, LogLevel.Information, "Proxy connected to the {Peer} on {Path}")]
+    public static partial void ProxyConnected(ILogger logger, string peer, string path);
+
+    [LoggerMessage(101, LogLevel.Information, "Proxy checked the backend on {Path}: it offers 0x{Features:x}, the frontend will see 0x{Offered:x} (profile {Profile})")]
+    public static partial void ProxyBackendChecked(ILogger logger, string path, ulong features, ulong offered, string profile);
+
+    [LoggerMessage(102, LogLevel.Error, "Proxy refused the backend on {Path}; the frontend is kept out until a backend can serve it: {Problems}")]
+    public static partial void ProxyBackendRefused(ILogger logger, string path, string problems);
+
+    [LoggerMessage(103, LogLevel.Warning, "Proxy shield refused {Request}: {Reason}")]
+    public static partial void ProxyShieldRefused(ILogger logger, string request, string reason);
+
+    [LoggerMessage(104, LogLevel.Information, "Proxy session {Session} ended: {Reason}")]
+    public static partial void ProxySessionEnded(ILogger logger, uint session, string reason);
 }

@@ -22,6 +22,10 @@ internal static class Metrics
 
     public static readonly Counter<long> RefusedRequests = Meter.CreateCounter<long>("vhostcompat.requests.refused", "{request}", "Front-end requests refused (invalid, not negotiated, or unknown)");
 
+    public static readonly Counter<long> ProxyShieldRefusals = Meter.CreateCounter<long>("vhostcompat.proxy.shield.refused", "{request}", "Frontend requests the proxy's shield kept from the backend");
+
+    public static readonly Counter<long> ProxyBackendRefusals = Meter.CreateCounter<long>("vhostcompat.proxy.backend.refused", "{check}", "Backends the proxy refused (cannot serve the pinned profile or honour the acked-state record)");
+
     public static readonly Counter<long> BrokenQueues = Meter.CreateCounter<long>("vhostcompat.queues.broken", "{queue}", "Queues stopped because the guest violated the ring rules");
 
     static Metrics()

@@ -196,58 +196,9 @@ public sealed class VhostUserBackend
         }
     }
 
-    private Socket Listen(string path)
-    {
-        if (File.Exists(path) || Directory.Exists(path))
-        {
-            // Refuse to take over a socket a live backend is serving; remove a stale one.
-            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
-            {
-                probe.Connect(new UnixDomainSocketEndPoint(path));
-                throw new IOException($"{path} is served by another live process");
-            }
-            catch (SocketException)
-            {
-                Log.StaleSocketRemoved(_logger, path);
-            }
-        }
+    private Socket Listen(string path) => UnixListener.Listen(path, _logger);
 
-        // Bind under a temporary name and rename over the final path: the path never points to a
-        // socket that is not yet listening, and a stale file is replaced atomically.
-        // A short temporary name in the same directory, so it fits sun_path whenever the final path does.
-        string temp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".vc{Environment.ProcessId % 100000}{Random.Shared.Next(1000, 9999)}");
-        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            listener.Bind(new UnixDomainSocketEndPoint(temp));
-            listener.Listen(1);
-            File.Move(temp, path, overwrite: true);
-        }
-        catch
-        {
-            listener.Dispose();
-            TryUnlink(temp);
-            throw;
-        }
-
-        Log.Listening(_logger, path);
-        return listener;
-    }
-
-    private static void TryUnlink(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
+    private static void TryUnlink(string path) => UnixListener.TryUnlink(path);
 
     private async Task AcceptLoopAsync(Socket listener, string name, CancellationToken cancellationToken)
     {

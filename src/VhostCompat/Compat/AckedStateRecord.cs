@@ -142,6 +142,12 @@ public sealed class AckedStateRecord
     public IReadOnlyList<PreflightFinding> CheckHonouredBy(BackendCapabilities offer) =>
         PreflightCheck.Check(null, this, offer).Findings.Where(f => f.Severity == PreflightSeverity.Error).ToList();
 
+    /// <summary>True when <paramref name="other"/> records the same negotiated state (generation and time aside): saving it again would change nothing.</summary>
+    internal bool SameStateAs(AckedStateRecord other) =>
+        AckedFeatures == other.AckedFeatures && AckedProtocolFeatures == other.AckedProtocolFeatures && QueueCount == other.QueueCount
+        && (Profile?.Equals(other.Profile) ?? other.Profile is null) && Config.Span.SequenceEqual(other.Config.Span)
+        && QueueSizes.Count == other.QueueSizes.Count && QueueSizes.All(kv => other.QueueSizes.TryGetValue(kv.Key, out int s) && s == kv.Value);
+
     /// <summary>The record file text: an envelope with format, version and the SHA-256 of the exact payload text.</summary>
     public string ToJson()
     {

@@ -187,7 +187,7 @@ internal sealed class CompatRuntime
         }
 
         var candidate = new AckedStateRecord(Key, _device.DeviceType, ackedFeatures, ackedProtocolFeatures, Pin?.Profile, QueueCount, queueSizes, config, profilePinned: Pin?.IsExplicit ?? false);
-        if (Record is { } current && SameState(current, candidate))
+        if (Record is { } current && current.SameStateAs(candidate))
         {
             return current;
         }
@@ -195,9 +195,4 @@ internal sealed class CompatRuntime
         Record = _store.Save(candidate);
         return Record;
     }
-
-    private static bool SameState(AckedStateRecord a, AckedStateRecord b) =>
-        a.AckedFeatures == b.AckedFeatures && a.AckedProtocolFeatures == b.AckedProtocolFeatures && a.QueueCount == b.QueueCount
-        && (a.Profile?.Equals(b.Profile) ?? b.Profile is null) && a.Config.Span.SequenceEqual(b.Config.Span)
-        && a.QueueSizes.Count == b.QueueSizes.Count && a.QueueSizes.All(kv => b.QueueSizes.TryGetValue(kv.Key, out int s) && s == kv.Value);
 }

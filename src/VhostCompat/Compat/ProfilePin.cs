@@ -12,9 +12,8 @@ namespace VhostCompat.Compat;
 /// </summary>
 internal sealed class ProfilePin
 {
-    private ProfilePin(VhostUserDevice device, InterfaceProfile profile, bool isExplicit)
+    private ProfilePin(InterfaceProfile profile, bool isExplicit)
     {
-        Device = device;
         Profile = profile;
         IsExplicit = isExplicit;
     }
@@ -25,8 +24,6 @@ internal sealed class ProfilePin
     /// holds a destination to the profile only in the first case, and to what the guest acked in both.
     /// </summary>
     public bool IsExplicit { get; }
-
-    public VhostUserDevice Device { get; }
 
     public InterfaceProfile Profile { get; }
 
@@ -62,7 +59,41 @@ internal sealed class ProfilePin
             throw new ProfileFormatException(null, $"this build cannot offer profile {profile}: {string.Join("; ", problems)}");
         }
 
-        return new ProfilePin(device, profile, isExplicit);
+        return new ProfilePin(profile, isExplicit);
+    }
+
+    /// <summary>
+    /// Pins a backend known only by its offer (a backend behind the proxy, a probed one) to <paramref name="profile"/>:
+    /// the same rules as <see cref="Create"/>, checked against what the backend offers instead of a device's declaration.
+    /// </summary>
+    /// <exception cref="ProfileFormatException">Another device type, or the profile asks for more than the offer (every problem listed).</exception>
+    public static ProfilePin ForOffer(BackendCapabilities offer, InterfaceProfile profile, bool isExplicit = true)
+    {
+        ArgumentNullException.ThrowIfNull(offer);
+        ArgumentNullException.ThrowIfNull(profile);
+        var problems = SupportProblems(offer, profile);
+        if (problems.Count > 0)
+        {
+            throw new ProfileFormatException(profile.DeviceType != offer.DeviceType ? "type" : null, $"the backend cannot offer profile {profile}: {string.Join("; ", problems)}");
+        }
+
+        return new ProfilePin(profile, isExplicit);
+    }
+
+    /// <summary>Everything <paramref name="profile"/> asks for that <paramref name="offer"/> cannot provide; empty when it can.</summary>
+    public static IReadOnlyList<string> SupportProblems(BackendCapabilities offer, InterfaceProfile profile)
+    {
+        ArgumentNullException.ThrowIfNull(offer);
+        ArgumentNullException.ThrowIfNull(profile);
+        if (profile.DeviceType != offer.DeviceType)
+        {
+            return [$"profile {profile} is for {VirtioFeatures.TypeLabel(profile.DeviceType)}, the backend is {VirtioFeatures.TypeLabel(offer.DeviceType)}"];
+        }
+
+        var problems = profile.CheckSupportedBy(offer.VirtioFeatures, offer.Queues, (ushort)Math.Clamp(offer.MaxQueueSize, 0, ushort.MaxValue));
+        return profile.DeviceState == true && (offer.ProtocolFeatures & (ulong)VhostCompat.Protocol.VhostUserProtocolFeatures.DeviceState) == 0
+            ? [.. problems, "device_state=on, but the backend does not offer DEVICE_STATE"]
+            : problems;
     }
 
     /// <summary>

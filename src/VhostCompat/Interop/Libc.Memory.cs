@@ -28,6 +28,7 @@ internal static partial class Libc
 
     internal const uint S_IFMT = 0xF000;
     internal const uint S_IFREG = 0x8000;
+    internal const uint S_IFIFO = 0x1000;
 
     /// <summary>
     /// Size and file type of an open fd. struct stat is read by offset: st_size is at 48 on both
