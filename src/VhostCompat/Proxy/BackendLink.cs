@@ -11,6 +11,7 @@ internal sealed class BackendLink : IAsyncDisposable
 {
     private readonly Channel<VhostUserMessage> _inbox = Channel.CreateUnbounded<VhostUserMessage>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private readonly CancellationTokenSource _stop = new();
+    private readonly CancellationTokenSource _closed = new();
     private readonly Task _pump;
 
     public BackendLink(VhostUserConnection connection, string name)
@@ -26,6 +27,9 @@ internal sealed class BackendLink : IAsyncDisposable
 
     /// <summary>Completes when the backend has closed (or broken) the connection.</summary>
     public Task Closed => _inbox.Reader.Completion;
+
+    /// <summary>Cancelled when the backend has closed (or broken) the connection.</summary>
+    public CancellationToken ClosedToken => _closed.Token;
 
     /// <summary>Why the backend connection ended (set once <see cref="Closed"/> completes).</summary>
     public string CloseReason { get; private set; } = "open";
@@ -54,6 +58,7 @@ internal sealed class BackendLink : IAsyncDisposable
         }
 
         _inbox.Writer.TryComplete();
+        _closed.Cancel();
     }
 
     /// <summary>Sends a request the proxy makes itself (the restart check) and returns the backend's reply payload.</summary>
@@ -115,5 +120,6 @@ internal sealed class BackendLink : IAsyncDisposable
         }
 
         _stop.Dispose();
+        _closed.Dispose();
     }
 }

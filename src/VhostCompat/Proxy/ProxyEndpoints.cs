@@ -28,8 +28,7 @@ internal static class ProxyEndpoints
     /// <summary>The frontend connection, or null when the backend went away first.</summary>
     public static async Task<VhostUserConnection?> FrontendAsync(VhostUserProxyOptions options, BackendLink backend, ILogger logger, CancellationToken ct)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var watch = backend.Closed.ContinueWith(_ => cts.Cancel(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, backend.ClosedToken);
         try
         {
             Socket socket;

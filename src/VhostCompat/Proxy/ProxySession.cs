@@ -47,9 +47,8 @@ internal sealed class ProxySession
     /// <summary>Forwards until either side goes away or a request is refused without a way to answer it; returns why it ended.</summary>
     public async Task<string> RunAsync(CancellationToken cancellationToken)
     {
-        using var frontendReads = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         // The backend may go away while the frontend is idle: stop waiting for the frontend then.
-        using var watch = _backend.Closed.ContinueWith(_ => frontendReads.Cancel(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        using var frontendReads = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _backend.ClosedToken);
         while (true)
         {
             VhostUserMessage? message;
@@ -136,7 +135,7 @@ internal sealed class ProxySession
                     return $"backend: malformed {name} reply ({reply.Payload.Length} bytes)";
                 }
 
-                _trace?.Record(TraceDirection.BackendToFrontend, _id, reply.Header, payload, Fds(reply), ReferenceEquals(payload, reply.Payload) ? null : "rewritten by the pin");
+                _trace?.Record(TraceDirection.BackendToFrontend, _id, reply.Header, payload, Fds(reply), payload.AsSpan().SequenceEqual(reply.Payload) ? null : "rewritten by the proxy");
                 _frontend.SendRaw(MessageDecoder.Encode(reply.Header.Request, reply.Header.Flags, payload), Fds(reply));
                 Observe(request, message.Payload, payload);
             }

@@ -173,8 +173,8 @@ public sealed class VhostUserProxy
         Log.ProxySessionEnded(_logger, id, reason);
     }
 
-    // The restart check's questions, asked on the backend connection before the frontend is let in. All three are
-    // read-only and valid before SET_OWNER; QEMU asks the same ones again.
+    // The restart check's questions, asked on the backend connection before the frontend is let in: GET_FEATURES,
+    // GET_PROTOCOL_FEATURES and, with MQ acked alone, GET_QUEUE_NUM. QEMU asks (and acks) the same again.
     private async Task<BackendCapabilities> QueryAsync(BackendLink backend, CancellationToken ct)
     {
         ulong features = U64(await backend.QueryAsync(FrontendRequest.GetFeatures, _options.BackendReplyTimeout, ct).ConfigureAwait(false), "GET_FEATURES");
@@ -189,6 +189,8 @@ public sealed class VhostUserProxy
         ulong? queueNum = null;
         if ((protocol & (ulong)VhostUserProtocolFeatures.Mq) != 0)
         {
+            // GET_QUEUE_NUM is valid only once MQ is acked; the frontend's own SET_PROTOCOL_FEATURES replaces this one.
+            backend.Connection.Send((uint)FrontendRequest.SetProtocolFeatures, MessageHeader.Version, U64Payload.Encode((ulong)VhostUserProtocolFeatures.Mq));
             queueNum = U64(await backend.QueryAsync(FrontendRequest.GetQueueNum, _options.BackendReplyTimeout, ct).ConfigureAwait(false), "GET_QUEUE_NUM");
             queues = (int)Math.Max(net ? 2 * Math.Min(queueNum.Value, 127) : Math.Min(queueNum.Value, 255), 1);
         }
