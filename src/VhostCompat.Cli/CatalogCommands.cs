@@ -133,6 +133,12 @@ internal static class CatalogCommands
         }
 
         bool existed = catalog?.Find(inputs.Id) is not null;
+        if (existed && source is not null && sources.TryGetValue(inputs.Id, out var kept) && kept != source)
+        {
+            // An entry's source records where it was first probed; a later, equal probe does not replace it.
+            io.Err.WriteLine(CliApp.OneLine($"vhost-compat: note: {inputs.Id} keeps its recorded source ({kept.Backend}, probed {kept.Probed.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture)})"));
+        }
+
         var newSources = new Dictionary<string, ProfileSource>(sources, StringComparer.Ordinal);
         if (!existed && source is not null)
         {

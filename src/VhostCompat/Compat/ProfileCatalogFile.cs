@@ -13,9 +13,9 @@ namespace VhostCompat.Compat;
 /// </summary>
 public sealed record ProfileSource
 {
-    private const int MaxBackendLength = 200;
+    internal const int MaxBackendLength = 200;
 
-    private const int MaxDevargsLength = 1000;
+    internal const int MaxDevargsLength = 1000;
 
     /// <summary>Creates a source.</summary>
     /// <param name="backend">The backend and its version, e.g. <c>dpdk-testpmd 22.11.11</c>: 1..200 characters, no control characters.</param>
@@ -214,9 +214,10 @@ public static class ProfileCatalogFile
     /// <param name="catalog">The catalog so far, or null for a new one (then the profile is the latest).</param>
     /// <param name="profile">The profile, with an id.</param>
     /// <param name="makeLatest">Make it the catalog's latest profile (offered when nothing is pinned).</param>
-    /// <exception cref="ArgumentException">
-    /// The profile has no id or another device type, or its id is published with other values (the
-    /// message names every differing key: publish a new id instead).
+    /// <exception cref="ArgumentException">The profile has no id, or another device type than the catalog.</exception>
+    /// <exception cref="InvalidOperationException">
+    /// The id is published with other values: the message names every differing key (published value
+    /// first). Publish a new id instead.
     /// </exception>
     public static ProfileCatalog Grow(ProfileCatalog? catalog, InterfaceProfile profile, bool makeLatest)
     {
@@ -242,7 +243,7 @@ public static class ProfileCatalogFile
             if (!published.SameInterface(profile))
             {
                 string keys = string.Join(", ", published.Diff(profile).Select(d => $"{d.Key} {d.This} -> {d.Other}"));
-                throw new ArgumentException($"profile {profile.Id} is published with other values ({keys}); catalogs only grow: publish a new id", nameof(profile));
+                throw new InvalidOperationException($"profile {profile.Id} is published with other values ({keys}); catalogs only grow: publish a new id");
             }
 
             return latest == catalog.Latest.Id ? catalog : new ProfileCatalog(catalog.DeviceType, catalog.Profiles, latest);
@@ -291,12 +292,12 @@ public static class ProfileCatalogFile
 
     private static ProfileSource ReadSource(CatalogSourceJson s, string fileName, string field)
     {
-        if (ProfileSource.TextProblem(s.Backend, 1, 200) is { } b)
+        if (ProfileSource.TextProblem(s.Backend, 1, ProfileSource.MaxBackendLength) is { } b)
         {
             throw new CompatDocumentException(fileName, field + ".backend", b);
         }
 
-        if (s.Devargs is { } d && ProfileSource.TextProblem(d, 0, 1000) is { } dp)
+        if (s.Devargs is { } d && ProfileSource.TextProblem(d, 0, ProfileSource.MaxDevargsLength) is { } dp)
         {
             throw new CompatDocumentException(fileName, field + ".devargs", dp);
         }
