@@ -131,7 +131,9 @@ internal static class CliApp
             requiredCaps, lockFile, update,
         };
         verify.SetAction(r => DocumentCommands.CatalogVerify(io, r.GetValue(requiredCaps)!, r.GetValue(lockFile)!, r.GetValue(update), r.GetValue(json)));
-        root.Add(new Command("catalog", "Profile catalog and lock file") { verify });
+        var catalogCommand = new Command("catalog", "Profile catalogs: lock files, catalog files of real backends") { verify };
+        CatalogCommands.AddTo(catalogCommand, io, json, timeout);
+        root.Add(catalogCommand);
 
         // caps validate
         var capsFile = new Argument<string>("file") { Description = "Capability document, or - for stdin" };

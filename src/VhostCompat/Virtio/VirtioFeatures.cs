@@ -36,7 +36,10 @@ public enum FeatureCheckScope
     /// that live on it (<c>ctrl_vq</c>, <c>ctrl_rx</c>, <c>ctrl_vlan</c>, <c>ctrl_rx_extra</c>,
     /// <c>ctrl_mac_addr</c>, <c>ctrl_guest_offloads</c>), <c>mac</c> and <c>status</c> — and never
     /// sends them in SET_FEATURES, so a requirement on one of those is treated as satisfied: a
-    /// backend may offer <c>mq</c> without <c>ctrl_vq</c>.
+    /// backend may offer <c>mq</c> without <c>ctrl_vq</c>. One offload rule is not applied either:
+    /// <c>host_ecn</c> without <c>host_tso4</c>/<c>host_tso6</c>, which real backends offer (DPDK's
+    /// vhost PMD without <c>tso=1</c>, 22.11 and 24.11) and QEMU passes on to the guest; the bit has
+    /// no effect without TSO.
     /// </summary>
     Backend,
 }
@@ -215,7 +218,7 @@ public static class VirtioFeatures
         var violations = new List<FeatureDependencyViolation>();
         foreach (var rule in table.Rules)
         {
-            if ((features & (1UL << rule.Feature)) == 0)
+            if ((features & (1UL << rule.Feature)) == 0 || (rule.GuestOnly && scope == FeatureCheckScope.Backend))
             {
                 continue;
             }
@@ -349,7 +352,8 @@ public static class VirtioFeatures
         new(10, [1]),        // guest_ufo -> guest_csum
         new(11, [0]),        // host_tso4 -> csum
         new(12, [0]),        // host_tso6 -> csum
-        new(13, [11, 12]),   // host_ecn -> host_tso4 | host_tso6
+        // host_ecn -> host_tso4 | host_tso6, guest scope only: DPDK's vhost PMD offers host_ecn with tso=0 (its default).
+        new(13, [11, 12], GuestOnly: true),
         new(14, [0]),        // host_ufo -> csum
         new(18, [17]),       // ctrl_rx -> ctrl_vq
         new(19, [17]),       // ctrl_vlan -> ctrl_vq
@@ -372,7 +376,8 @@ public static class VirtioFeatures
     private static ulong NetFrontendEmulated() =>
         (1UL << 2) | (1UL << 5) | (1UL << 16) | (1UL << 17) | (1UL << 18) | (1UL << 19) | (1UL << 20) | (1UL << 23);
 
-    private sealed record Rule(int Feature, int[] AnyOf);
+    /// <summary>A dependency rule; <paramref name="GuestOnly"/>: not applied in <see cref="FeatureCheckScope.Backend"/> scope.</summary>
+    private sealed record Rule(int Feature, int[] AnyOf, bool GuestOnly = false);
 
     private sealed class Table
     {

@@ -148,6 +148,12 @@ public class VirtioFeaturesTests
         VirtioFeatures.CheckDependencies(VirtioDeviceType.Net, offer, FeatureCheckScope.Backend).Should().BeEmpty();
         VirtioFeatures.CheckDependencies(VirtioDeviceType.Net, offer, FeatureCheckScope.Guest).Should().HaveCount(2);
 
+        // DPDK's vhost PMD offers host_ecn without host_tso4/6 (tso=0, its default); QEMU passes it to the guest.
+        ulong dpdk = VirtioFeatures.Parse(VirtioDeviceType.Net, "csum,host_ecn,host_ufo,version_1");
+        VirtioFeatures.CheckDependencies(VirtioDeviceType.Net, dpdk, FeatureCheckScope.Backend).Should().BeEmpty();
+        VirtioFeatures.CheckDependencies(VirtioDeviceType.Net, dpdk, FeatureCheckScope.Guest)
+            .Should().ContainSingle().Which.Message.Should().Be("host_ecn requires host_tso4 or host_tso6");
+
         // Offload rules still apply: csum is the backend's.
         VirtioFeatures.CheckDependencies(VirtioDeviceType.Net, VirtioFeatures.Parse(VirtioDeviceType.Net, "host_tso4"), FeatureCheckScope.Backend)
             .Should().ContainSingle().Which.Message.Should().Be("host_tso4 requires csum");
