@@ -17,7 +17,7 @@ internal static class ProxyCommands
         var type = new Option<string>("--type", "-t") { Description = "Device type: net or block", DefaultValueFactory = _ => "net" };
         type.AcceptOnlyFromAmong("net", "block", "blk");
         var profile = new Option<string?>("--compat-profile") { Description = "Pin the interface: a profile id of --catalog or a value list" };
-        var catalog = new Option<string?>("--catalog") { Description = "The backend's profile catalog (a catalog file or a capability document holding one)" };
+        var catalog = new Option<string?>("--catalog") { Description = "The backend's profile catalog: a catalog file, a capability document holding one, or a catalog shipped with the tool (dpdk-net, qemu-storage-daemon-blk)" };
         var stateDir = new Option<string?>("--state-dir") { Description = "Directory of acked-state records (written on DRIVER_OK, checked at every backend restart)" };
         var stateKey = new Option<string?>("--state-key") { Description = "Record key (default: derived from the frontend socket path)" };
         var trace = new Option<string?>("--trace") { Description = "Write every message decoded to this file (- = stdout)" };
@@ -100,8 +100,20 @@ internal static class ProxyCommands
         };
     }
 
+    // A catalog file (vhostcompat-catalog), a capability document holding a catalog, or the name of a catalog shipped with the tool (dpdk-net, qemu-storage-daemon-blk).
     private static ProfileCatalog LoadCatalog(string path)
     {
+        string shipped = Path.Combine(AppContext.BaseDirectory, "catalogs", path + ".json");
+        if (!File.Exists(path) && !path.Contains('/', StringComparison.Ordinal) && File.Exists(shipped))
+        {
+            path = shipped;
+        }
+
+        if (File.ReadAllText(path).Contains("\"vhostcompat-catalog\"", StringComparison.Ordinal))
+        {
+            return ProfileCatalogFile.Load(path);
+        }
+
         var caps = CapabilityDocument.Load(path);
         return caps.Catalog ?? throw new CliException($"{path} holds no profile catalog");
     }
