@@ -54,9 +54,9 @@ public sealed class BaselinePlanTests : IDisposable
     [Fact]
     public async Task Different_catalogs_fall_back_to_the_value_list_intersection()
     {
-        var other = ProfileCatalog.Declare(VirtioDeviceType.Net, "com.vendor.net.a", ("com.vendor.net.a", "version_1=on,indirect_desc=on,event_idx=on,max_ring=512"));
+        var other = ProfileCatalog.Declare(VirtioDeviceType.Net, "com.vendor.net.a", ("com.vendor.net.a", "version_1=on,indirect_desc=on,event_idx=on,csum=on,max_ring=512"));
         string a = Host("caps", "a", All, Catalog(3));
-        string b = Host("caps", "b", "version_1,indirect_desc,event_idx,mtu", other);
+        string b = Host("caps", "b", "version_1,indirect_desc,event_idx,csum,mtu", other);
         var (code, output, err) = await CliTests.Run("profile", "baseline", a, b);
         code.Should().Be(1, err);
         output.Should().StartWith("baseline: no published profile fits every host\n");
@@ -115,13 +115,13 @@ public sealed class BaselinePlanTests : IDisposable
     [Fact]
     public async Task Plan_exits_1_when_a_record_has_no_destination_and_escapes_html()
     {
-        Host("caps", "<b>old</b>", "version_1,mrg_rxbuf,mtu", Catalog(1));
+        Host("caps", "<b>old", "version_1,mrg_rxbuf,mtu", Catalog(1));
         Record("vm2.net0", "org.example.vnet.v3", Catalog(3));
         var (code, output, _) = await CliTests.Run("plan", "--records", Path.Combine(_dir, "records"), "--caps", Path.Combine(_dir, "caps"));
         code.Should().Be(1);
         output.Should().Contain("vm2.net0: no destination");
         (_, output, _) = await CliTests.Run("plan", "--format", "html", "--records", Path.Combine(_dir, "records"), "--caps", Path.Combine(_dir, "caps"));
-        output.Should().Contain("&lt;b&gt;old&lt;/b&gt;").And.NotContain("<b>old");
+        output.Should().Contain("&lt;b&gt;old").And.NotContain("<b>old");
 
         (code, _, var err) = await CliTests.Run("plan", "--records", Path.Combine(_dir, "nothing"), "--caps", Path.Combine(_dir, "caps"));
         code.Should().Be(2);

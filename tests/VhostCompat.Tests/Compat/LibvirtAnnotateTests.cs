@@ -3,6 +3,7 @@ using System.Xml.Linq;
 using VhostCompat.Backend;
 using VhostCompat.Cli;
 using VhostCompat.Compat;
+using VhostCompat.Virtio;
 
 namespace VhostCompat.Tests.Compat;
 
@@ -108,7 +109,7 @@ public sealed class LibvirtAnnotateTests : IDisposable
     public async Task Annotate_from_a_record_takes_its_key_and_profile_and_needs_one_device()
     {
         var profile = ProfileCatalogTests.NetCatalog().Find("org.example.vnet.v2")!;
-        var record = new AckedStateRecord("vm1.net0", Virtio.VirtioDeviceType.Net, profile.Features, 0, profile, 2, new Dictionary<int, int> { [0] = 256, [1] = 256 }, []);
+        var record = new AckedStateRecord("vm1.net0", VirtioDeviceType.Net, profile.Features, 0, profile, 2, new Dictionary<int, int> { [0] = 256, [1] = 256 }, []);
         string path = Write("vm1.net0.json", record.ToJson());
         var (code, _, err) = await CliTests.Run("libvirt", "annotate", "--record", path, Write("d.xml", Domain));
         code.Should().Be(2);

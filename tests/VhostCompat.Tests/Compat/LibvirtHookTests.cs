@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using VhostCompat.Backend;
 using VhostCompat.Compat;
+using VhostCompat.Virtio;
 
 namespace VhostCompat.Tests.Compat;
 
@@ -63,7 +64,7 @@ public sealed class LibvirtHookTests : IDisposable
     public async Task Migrate_begin_against_a_capability_document_that_carries_the_profile_is_silent()
     {
         DestinationCaps("version_1,mrg_rxbuf,indirect_desc,event_idx,csum,host_tso4,host_tso6,mq,mtu", 8);
-        var (code, output, err) = await Hook(await AnnotatedAsync(), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe");
+        var (code, output, err) = await Hook(await AnnotatedAsync(), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated");
         code.Should().Be(0, err);
         output.Should().BeEmpty();
         err.Should().BeEmpty();
@@ -73,16 +74,17 @@ public sealed class LibvirtHookTests : IDisposable
     public async Task Migrate_begin_against_an_older_backend_prints_one_line_per_problem_and_exits_1()
     {
         DestinationCaps("version_1,mrg_rxbuf,mtu", 2);
-        var (code, output, err) = await Hook(await AnnotatedAsync(), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe");
+        var (code, output, err) = await Hook(await AnnotatedAsync(), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated");
         code.Should().Be(1);
         output.Should().BeEmpty("stdout is libvirt's replacement XML: never written");
         var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        lines.Should().HaveCount(2, "one profile-unsupported line for each of the two annotated interfaces:\n" + err);
-        lines[0].Should().StartWith("vhost-compat: vm1: interface 52:54:00:12:34:56 (ua-net0): profile-unsupported: profile org.example.vnet.v2 needs");
-        lines[1].Should().StartWith("vhost-compat: vm1: interface 52:54:00:aa:bb:cc: profile-unsupported:");
+        lines.Should().HaveCount(4, "two findings (features, queue count) for each of the two annotated interfaces:\n" + err);
+        lines[0].Should().StartWith("vhost-compat: vm1: interface 52:54:00:12:34:56 (ua-net0): profile-unsupported: profile org.example.vnet.v2 needs features the destination does not offer: csum");
+        lines[1].Should().StartWith("vhost-compat: vm1: interface 52:54:00:12:34:56 (ua-net0): profile-unsupported: profile org.example.vnet.v2 has 4 virtqueues, the destination serves 2");
+        lines[2].Should().StartWith("vhost-compat: vm1: interface 52:54:00:aa:bb:cc: profile-unsupported:");
 
         // The older profile fits: annotated with v1, the same destination is compatible.
-        (code, _, err) = await Hook(await AnnotatedAsync("org.example.vnet.v1"), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe");
+        (code, _, err) = await Hook(await AnnotatedAsync("org.example.vnet.v1"), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated");
         code.Should().Be(0, err);
     }
 
@@ -91,7 +93,7 @@ public sealed class LibvirtHookTests : IDisposable
     {
         DestinationCaps("version_1,mrg_rxbuf,mtu", 2);
         DestinationCaps("version_1,mrg_rxbuf,indirect_desc,event_idx,csum,host_tso4,host_tso6,mq,mtu", 8, AckedStateStore.DefaultKey("/run/vnet/vm1.net0.sock") + ".json");
-        var (code, _, err) = await Hook(await AnnotatedAsync(), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe");
+        var (code, _, err) = await Hook(await AnnotatedAsync(), "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated");
         code.Should().Be(1);
         err.Should().NotContain("52:54:00:12:34:56").And.Contain("52:54:00:aa:bb:cc");
     }
@@ -117,18 +119,18 @@ public sealed class LibvirtHookTests : IDisposable
     public async Task Missing_and_stale_documents_refuse_with_exit_2()
     {
         var xml = await AnnotatedAsync();
-        var (code, _, err) = await Hook(xml, "migrate", "begin", "--caps-dir", _capsDir, "--no-probe");
+        var (code, _, err) = await Hook(xml, "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated");
         code.Should().Be(2);
         err.Should().Contain("no capability document for key").And.Contain("net.json");
 
         DestinationCaps("version_1,mrg_rxbuf,indirect_desc,event_idx,csum,host_tso4,host_tso6,mq,mtu", 8);
         File.SetLastWriteTimeUtc(Path.Combine(_capsDir, "net.json"), DateTime.UtcNow.AddDays(-3));
-        (code, _, err) = await Hook(xml, "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--caps-max-age", "86400");
+        (code, _, err) = await Hook(xml, "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated", "--caps-max-age", "86400");
         code.Should().Be(2);
         err.Should().Contain("is stale: written").And.Contain("--caps-max-age 86400 s");
 
         File.WriteAllText(Path.Combine(_capsDir, "net.json"), "{\"type\":\"net\"");
-        (code, _, err) = await Hook(xml, "migrate", "begin", "--caps-dir", _capsDir, "--no-probe");
+        (code, _, err) = await Hook(xml, "migrate", "begin", "--caps-dir", _capsDir, "--no-probe", "--allow-unannotated");
         code.Should().Be(2);
         err.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().HaveCount(2).And.OnlyContain(l => l.Contains("net.json", StringComparison.Ordinal));
     }
@@ -174,7 +176,7 @@ public sealed class LibvirtHookTests : IDisposable
 
             // The whole hook is bounded too: a deadline shorter than the reply timeout wins.
             clock.Restart();
-            (code, _, err) = await Hook(xml, "migrate", "begin", "--timeout", "30", "--deadline", "1");
+            (code, _, err) = await Hook(xml, "migrate", "begin", "--timeout", "30", "--deadline", "1", "--allow-unannotated");
             clock.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(10));
             code.Should().Be(2);
             err.Should().Contain("gave up after 1 s (--deadline)");
@@ -189,9 +191,9 @@ public sealed class LibvirtHookTests : IDisposable
     public void Pin_differences_name_what_the_backend_offers_beyond_or_lacks()
     {
         var profile = ProfileCatalogTests.NetCatalog().Find("org.example.vnet.v1")!;
-        var exact = new BackendCapabilities(Virtio.VirtioDeviceType.Net, profile.Features | Virtio.VirtioFeatureBits.LogAll | Virtio.VirtioFeatureBits.ProtocolFeatures, 0, 2, 256, 0);
+        var exact = new BackendCapabilities(VirtioDeviceType.Net, profile.Features | VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures, 0, 2, 256, 0);
         Cli.LibvirtHook.PinDifferences(profile, exact).Should().BeEmpty();
-        var wider = new BackendCapabilities(Virtio.VirtioDeviceType.Net, profile.Features | TestNetDevice.Parse("event_idx"), 0, 4, 1024, 0);
+        var wider = new BackendCapabilities(VirtioDeviceType.Net, profile.Features | TestNetDevice.Parse("event_idx"), 0, 4, 1024, 0);
         Cli.LibvirtHook.PinDifferences(profile, wider).Should().Equal("offers event_idx beyond the profile", "serves 4 virtqueues, the profile 2", "accepts rings up to 1024, the profile 256");
     }
 }
