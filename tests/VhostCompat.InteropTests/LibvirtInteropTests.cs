@@ -204,7 +204,7 @@ public sealed class LibvirtInteropTests(ITestOutputHelper output)
         var lifecycle = events.ReadStdout();
         output.WriteLine("source lifecycle events:\n" + lifecycle);
         lifecycle.Should().Contain("Stopped Migrated");
-        Regex.Matches(lifecycle, "Suspended").Count.Should().BeLessThanOrEqualTo(1, "only the successful migration's switch-over pauses the source");
+        Regex.Count(lifecycle, "Suspended").Should().BeLessThanOrEqualTo(1, "only the successful migration's switch-over pauses the source");
         (await dst.VirshAsync("destroy", name)).Ok.Should().BeTrue();
     }
 

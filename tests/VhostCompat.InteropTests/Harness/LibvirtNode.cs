@@ -99,7 +99,10 @@ public sealed class LibvirtNode : IAsyncDisposable
             "#!/bin/sh\n" +
             $"echo \"$(date -u +%H:%M:%S.%N) $*\" >> '{Path.Combine(root, "hook.log")}'\n" +
             $"exec env DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 '{RepositoryLayout.DotnetHost}' '{CompatCli.DllPath}' libvirt hook {args} \"$@\"\n").ConfigureAwait(false);
-        File.SetUnixFileMode(hook, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        if (OperatingSystem.IsLinux())
+        {
+            File.SetUnixFileMode(hook, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        }
 
         var daemon = ExternalProcess.Start(new ExternalProcessOptions("libvirtd-" + name, "/bin/sh", [RepositoryLayout.Script("libvirtd-node.sh"), root], run.Directory, TimeSpan.FromMinutes(15)));
         run.AddArtifact($"libvirtd {name} log", Path.Combine(root, "log", "libvirtd.log"));
