@@ -120,7 +120,7 @@ internal static class CliApp
             optionalType, caps, diffA, diffB,
         };
         diff.SetAction(r => ProfileCommands.Diff(io, r.GetValue(diffA)!, r.GetValue(diffB)!, r.GetValue(optionalType), r.GetValue(caps), r.GetValue(json)));
-        root.Add(new Command("profile", "Parse, format and compare interface profiles") { parse, format, diff });
+        root.Add(new Command("profile", "Parse, format and compare interface profiles") { parse, format, diff, BaselineCommands.Build(io, json) });
 
         // catalog verify
         var requiredCaps = new Option<string>("--caps") { Description = "The backend's capability document (holds its catalog)", Required = true };
@@ -192,6 +192,8 @@ internal static class CliApp
         };
         probe.SetAction((r, ct) => CheckCommands.ProbeCommandAsync(io, r.GetValue(probeSocket)!, r.GetValue(type)!, Seconds(r.GetValue(timeout)), !r.GetValue(noRing), r.GetValue(json), ct));
         root.Add(probe);
+        root.Add(LibvirtCommands.Build(io));
+        root.Add(PlanCommands.Build(io, json));
         foreach (var command in ProxyCommands.Build(io, json))
         {
             root.Add(command);

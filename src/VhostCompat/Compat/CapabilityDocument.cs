@@ -148,6 +148,13 @@ public static class CapabilityDocument
     /// <summary>Version of the <c>vhostcompat</c> object's schema written by this SDK (version 1 is still read).</summary>
     public const int SchemaVersion = 2;
 
+    /// <summary>
+    /// Prefix of the backend-program <c>features</c> strings that name a profile the backend can serve
+    /// (<c>vhostcompat-profile:org.example.vnet.v2</c>), one per catalog profile, so tools that gate on capability
+    /// strings (as libvirt does on virtiofsd's <c>migrate-precopy</c>) can gate on profiles.
+    /// </summary>
+    internal const string ProfileFeaturePrefix = "vhostcompat-profile:";
+
     /// <summary>Renders the document for a device served with the given options (no catalog).</summary>
     public static string Render(VhostUserDevice device, VhostUserBackendOptions options) => Render(device, options, null);
 
@@ -177,7 +184,7 @@ public static class CapabilityDocument
         var json = new CapabilitiesJson
         {
             Type = TypeName(c.DeviceType),
-            Features = [],
+            Features = c.Catalog is null ? [] : [.. c.Catalog.Profiles.Select(p => ProfileFeaturePrefix + p.Id)],
             VhostCompat = new VhostCompatCapabilitiesJson
             {
                 SchemaVersion = SchemaVersion,
@@ -317,11 +324,25 @@ public static class CapabilityDocument
             }
         }
 
+        CheckProfileFeatures(json.Features, catalog, fileName);
         return new BackendCapabilities(type, features, protocol, v.Queues, v.MaxQueueSize, v.ConfigSize, v.Config, catalog, v.MaxMemorySlots, v.QueueNumReply)
         {
             Frontend = v.Frontend is null ? null : FrontendInfo.From(v.Frontend, fileName, P + "frontend", CompatJsonReader.Plain),
             DeviceStateVersions = StateVersions(v.DeviceStateVersions, fileName),
         };
+    }
+
+    // Other feature strings (QEMU's own, e.g. block's read-only) pass; a profile string must name a catalog profile.
+    private static void CheckProfileFeatures(List<string> features, ProfileCatalog? catalog, string fileName)
+    {
+        for (int i = 0; i < features.Count; i++)
+        {
+            string f = features[i];
+            if (f.StartsWith(ProfileFeaturePrefix, StringComparison.Ordinal) && catalog?.Find(f[ProfileFeaturePrefix.Length..]) is null)
+            {
+                throw new CompatDocumentException(fileName, $"$.features[{i}]", $"'{f}' names a profile that vhostcompat.profiles does not publish");
+            }
+        }
     }
 
     private static List<uint> StateVersions(List<uint>? versions, string fileName)
