@@ -23,8 +23,10 @@ return await VhostUserBackendProgram.RunAsync(args, program =>
     var latency = program.AddNumber("--io-latency-ms", "Milliseconds added to every read and write (slow storage)", 0, 0, 10000);
     var serial = program.AddOption(new Option<string>("--serial") { Description = "The GET_ID string", HelpName = "ID", DefaultValueFactory = _ => "vhostcompat" });
     var progressMs = program.AddNumber("--progress", "Log the first completed request (time since process start) and the count every N ms (0: off)", 0, 0, int.MaxValue);
-    program.Validate(c => c.PrintCapabilities || c.GetValue(image) is { } path && (File.Exists(path) || c.GetValue(size) > 0) ? null
-        : c.GetValue(image) is { } missing ? $"{missing} does not exist; give --size to create it" : "--image is required");
+    program.Validate(c => c.PrintCapabilities ? null
+        : c.GetValue(image) is not { } path ? "--image is required"
+        : File.Exists(path) || c.GetValue(size) > 0 ? null
+        : $"{path} does not exist; give --size to create it");
     program.UseLogging(level => LoggerFactory.Create(b => b.SetMinimumLevel(level).AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })));
     program.ConfigureBackend((c, _, o) => o.Workers = Math.Min(c.GetValue(queues), Environment.ProcessorCount));
     program.UseDevice((c, _) =>
