@@ -9,7 +9,7 @@ namespace VhostCompat.Hosting;
 /// acked-state record checked) and begins listening or connecting, so a setup error fails the host's start;
 /// stop cancels the backend and waits for it, bounded by the host's shutdown token and <see cref="StopTimeout"/>.
 /// </summary>
-internal sealed partial class VhostUserBackendService : IHostedService, IDisposable
+internal sealed class VhostUserBackendService : IHostedService, IDisposable
 {
     /// <summary>Upper bound of the wait in <see cref="StopAsync"/> even when the host's token never fires.</summary>
     internal static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(30);
@@ -52,7 +52,7 @@ internal sealed partial class VhostUserBackendService : IHostedService, IDisposa
         }
 
         _run = WatchAsync(run);
-        LogStarted(_logger, _name, _options.SocketPath ?? $"fd {_options.InheritedFd}", _options.Mode.ToString());
+        Log.Started(_logger, _name, _options.SocketPath ?? $"fd {_options.InheritedFd}", _options.Mode.ToString());
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -66,15 +66,15 @@ internal sealed partial class VhostUserBackendService : IHostedService, IDisposa
         try
         {
             await _run.WaitAsync(StopTimeout, cancellationToken).ConfigureAwait(false);
-            LogStopped(_logger, _name);
+            Log.Stopped(_logger, _name);
         }
         catch (TimeoutException)
         {
-            LogStopTimedOut(_logger, _name, (long)StopTimeout.TotalMilliseconds);
+            Log.StopTimedOut(_logger, _name, (long)StopTimeout.TotalMilliseconds);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            LogStopAbandoned(_logger, _name);
+            Log.StopAbandoned(_logger, _name);
         }
     }
 
@@ -91,7 +91,7 @@ internal sealed partial class VhostUserBackendService : IHostedService, IDisposa
             await run.ConfigureAwait(false);
             if (!_stopping.IsCancellationRequested)
             {
-                LogEnded(_logger, _name);
+                Log.Ended(_logger, _name);
                 _lifetime?.StopApplication();
             }
         }
@@ -100,26 +100,8 @@ internal sealed partial class VhostUserBackendService : IHostedService, IDisposa
         }
         catch (Exception ex)
         {
-            LogFailed(_logger, ex, _name, ex.Message);
+            Log.Failed(_logger, ex, _name, ex.Message);
             _lifetime?.StopApplication();
         }
     }
-
-    [LoggerMessage(1, LogLevel.Information, "vhost-user backend {Name} started on {Endpoint} ({Mode} mode)")]
-    private static partial void LogStarted(ILogger logger, string name, string endpoint, string mode);
-
-    [LoggerMessage(2, LogLevel.Information, "vhost-user backend {Name} stopped")]
-    private static partial void LogStopped(ILogger logger, string name);
-
-    [LoggerMessage(3, LogLevel.Warning, "vhost-user backend {Name} did not stop within {TimeoutMs} ms")]
-    private static partial void LogStopTimedOut(ILogger logger, string name, long timeoutMs);
-
-    [LoggerMessage(4, LogLevel.Warning, "vhost-user backend {Name} did not stop before the host's shutdown timeout")]
-    private static partial void LogStopAbandoned(ILogger logger, string name);
-
-    [LoggerMessage(5, LogLevel.Information, "vhost-user backend {Name} ended: its frontend went away and it does not reconnect")]
-    private static partial void LogEnded(ILogger logger, string name);
-
-    [LoggerMessage(6, LogLevel.Critical, "vhost-user backend {Name} failed: {Message}")]
-    private static partial void LogFailed(ILogger logger, Exception exception, string name, string message);
 }

@@ -80,6 +80,12 @@ internal static partial class Log
     [LoggerMessage(25, LogLevel.Information, "Device state {Direction}: {Bytes} bytes (device state version {Version}) in {Milliseconds:F1} ms")]
     public static partial void DeviceStateTransferred(ILogger logger, string direction, int bytes, uint version, double milliseconds);
 
+    [LoggerMessage(26, LogLevel.Information, "Refused request {Request}: {Reason} (a frontend searching for the largest ring size; further refusals on this connection are logged at Debug)")]
+    public static partial void RingSizeRefused(ILogger logger, string request, string reason);
+
+    [LoggerMessage(27, LogLevel.Debug, "Refused request {Request}: {Reason}")]
+    public static partial void RingSizeRefusedAgain(ILogger logger, string request, string reason);
+
     [LoggerMessage(100, LogLevel.Information, "Proxy connected to the {Peer} on {Path}")]
     public static partial void ProxyConnected(ILogger logger, string peer, string path);
 

@@ -36,6 +36,7 @@ internal sealed class BackendSession
     private bool _featuresSet;
     private ulong _ackedProtocol;
     private bool _protocolNegotiated;
+    private bool _ringSizeRefusalLogged;
     private byte _status;
     private GuestMemoryTable _memory = GuestMemoryTable.Empty;
     private FileDescriptor? _backendChannel;
@@ -196,7 +197,23 @@ internal sealed class BackendSession
                 return closing;
             }
             default:
-                Log.Refused(_logger, name, outcome.Reason);
+                if (outcome.SizeProbe)
+                {
+                    if (_ringSizeRefusalLogged)
+                    {
+                        Log.RingSizeRefusedAgain(_logger, name, outcome.Reason);
+                    }
+                    else
+                    {
+                        _ringSizeRefusalLogged = true;
+                        Log.RingSizeRefused(_logger, name, outcome.Reason);
+                    }
+                }
+                else
+                {
+                    Log.Refused(_logger, name, outcome.Reason);
+                }
+
                 Metrics.RefusedRequests.Add(1, new KeyValuePair<string, object?>("vhostcompat.request", name));
                 if (request == FrontendRequest.SetLogBase && (_ackedProtocol & (ulong)VhostUserProtocolFeatures.LogShmfd) != 0)
                 {
@@ -241,7 +258,7 @@ internal sealed class BackendSession
         Close,
     }
 
-    internal readonly record struct Outcome(OutcomeKind Kind, byte[] Payload, string Reason, FileDescriptor? Fd = null)
+    internal readonly record struct Outcome(OutcomeKind Kind, byte[] Payload, string Reason, FileDescriptor? Fd = null, bool SizeProbe = false)
     {
         public static readonly Outcome Ok = new(OutcomeKind.Ack, [], string.Empty);
 
@@ -251,6 +268,12 @@ internal sealed class BackendSession
         public static Outcome Reply(byte[] payload, FileDescriptor fd) => new(OutcomeKind.Reply, payload, string.Empty, fd);
 
         public static Outcome Reject(string reason) => new(OutcomeKind.Reject, [], reason);
+
+        /// <summary>
+        /// A ring size above the maximum: what a frontend searching for the largest size (the tool's probe) expects
+        /// to hear, so it is logged at Information once per connection and at Debug afterwards, not as a warning.
+        /// </summary>
+        public static Outcome RejectSizeProbe(string reason) => new(OutcomeKind.Reject, [], reason, SizeProbe: true);
 
         public static Outcome Close(string reason) => new(OutcomeKind.Close, [], reason);
     }
@@ -696,7 +719,12 @@ internal sealed class BackendSession
             return Outcome.Reject($"ring {s.Index} is running");
         }
 
-        if (s.Num == 0 || s.Num > _maxQueueSize)
+        if (s.Num > _maxQueueSize)
+        {
+            return Outcome.RejectSizeProbe($"ring size {s.Num} outside 1..{_maxQueueSize}");
+        }
+
+        if (s.Num == 0)
         {
             return Outcome.Reject($"ring size {s.Num} outside 1..{_maxQueueSize}");
         }
