@@ -43,6 +43,8 @@ public sealed class VhostUserProxy
     private readonly AckedStateStore? _store;
     private readonly SessionTrace? _trace;
     private uint _sessions;
+    private int _refusedBefore;
+    private volatile ProxySession? _current;
 
     /// <summary>Creates a proxy; <see cref="ArgumentException"/> names a bad option.</summary>
     public VhostUserProxy(VhostUserProxyOptions options, ILoggerFactory? loggerFactory = null)
@@ -74,8 +76,8 @@ public sealed class VhostUserProxy
     /// <summary>Frontend sessions served so far.</summary>
     public int Sessions => (int)_sessions;
 
-    /// <summary>Requests the shield refused so far.</summary>
-    public int RefusedRequests { get; private set; }
+    /// <summary>Requests the shield refused so far (the current session's included).</summary>
+    public int RefusedRequests => _refusedBefore + (_current?.Refused ?? 0);
 
     /// <summary>Raised on every state change (on the proxy's own task).</summary>
     public event Action<VhostUserProxyState>? StateChanged;
@@ -166,8 +168,10 @@ public sealed class VhostUserProxy
             offer.Queues, offer.MaxQueueSize, _options.RequireSealedMemory);
         var records = _store is null ? null : new ProxyRecordKeeper(_store, _options.RecordKey, _options.DeviceType, resolved.Pin, offer.Queues, Record);
         var session = new ProxySession(id, frontend, backend, shield, resolved.Pin, records, _trace, _options, _logger);
+        _current = session;
         string reason = await session.RunAsync(ct).ConfigureAwait(false);
-        RefusedRequests += session.Refused;
+        _refusedBefore += session.Refused;
+        _current = null;
         Record = records?.Current ?? Record;
         _trace?.Event(id, "session ended: " + reason);
         Log.ProxySessionEnded(_logger, id, reason);
