@@ -11,7 +11,9 @@
 #
 # Env knobs:
 #   ROUNDS=3 DURATION=10 (s measured) WARMUP=3 (s after "start" before measuring) PKT_LEN=64 BURST=32
-#   VARIANTS="dpdk csharp"   any of: dpdk | csharp (samples/Net --sink) | csharp-busy (--sink --busy-poll)
+#   VARIANTS="dpdk csharp"   any of: dpdk | dpdk-proxy (the same DPDK backend behind `vhost-compat proxy`: the
+#                            frontend connects to the proxy, which forwards the control plane; its CPU is reported
+#                            as proxy_cpu) | csharp (samples/Net --sink) | csharp-busy (--sink --busy-poll)
 #                            | csharp-copy[-busy] (samples/Net without --sink: every frame is copied out and
 #                            switched, like DPDK's vhost dequeue copies it into an mbuf)
 #                            | sdk-sink[-busy] (tests/VhostCompat.Benchmarks sink-server: same sink, and it prints
@@ -34,6 +36,7 @@ BUILD=${BUILD:-1}; PERF=${PERF:-0}; SYSCALLS=${SYSCALLS:-0}; QUIET_WAIT=${QUIET_
 SCRIPT_DIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=${REPO:-$(git -C "$SCRIPT_DIR" rev-parse --show-toplevel)}
 SAMPLE_DLL=$REPO/samples/Net/bin/Release/net10.0/VhostCompat.Samples.Net.dll
+CLI_DLL=$REPO/src/VhostCompat.Cli/bin/Release/net10.0/vhost-compat.dll
 OUT=${OUT:-/tmp/vhc-bench/compare-dpdk/$(date -u +%Y%m%dT%H%M%SZ)}
 T_LIMIT=$(( WARMUP + DURATION + 90 ))   # hard limit for every process we start
 HZ=$(getconf CLK_TCK)
@@ -120,6 +123,9 @@ show_stats() {
 median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END{if(NR==0)print "n/a"; else if(NR%2)print a[(NR+1)/2]; else printf "%.3f\n",(a[NR/2]+a[NR/2+1])/2}'; }
 
 BENCH_PROJ=$REPO/tests/VhostCompat.Benchmarks
+if [ "$BUILD" = 1 ] && [[ " $VARIANTS " == *" dpdk-proxy "* ]]; then
+  timeout 600 dotnet build "$REPO/src/VhostCompat.Cli" -c Release -nologo -v q > "$OUT/build-cli.log" 2>&1 || { tail -20 "$OUT/build-cli.log"; die "CLI build failed"; }
+fi
 if [ "$BUILD" = 1 ]; then
   log "building samples/Net (Release)"
   timeout 600 dotnet build "$REPO/samples/Net" -c Release -nologo -v q > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; die "build failed"; }
@@ -153,15 +159,22 @@ wait_quiet() {
 
 declare -A MPPS=() BE_CPUS=() FE_CPUS=() NOISY=()
 run_one() { # ROUND VARIANT
-  local round=$1 variant=$2 dir=$OUT/r$1-$2 sock be_w be_p fe_pfx be_pfx
+  local round=$1 variant=$2 dir=$OUT/r$1-$2 sock be_w be_p fe_pfx be_pfx px_w="" px_p=""
   mkdir -p "$dir"; sock=$SOCK_DIR/$round-$variant.sock; SOCKS+=("$sock"); rm -f "$sock"
   fe_pfx=vhcfe$$r$round$variant; fe_pfx=${fe_pfx//-/}; be_pfx=vhcbe$$r$round; be_pfx=${be_pfx//-/}
   # ---- backend ----
   case $variant in
-    dpdk)
-      testpmd be "$dir" "$BE_CPU" "$be_pfx" --vdev "net_vhost0,iface=$sock,queues=1" \
+    dpdk|dpdk-proxy)
+      local bsock=$sock; [ "$variant" = dpdk-proxy ] && bsock=$sock.be && SOCKS+=("$bsock") && rm -f "$bsock"
+      testpmd be "$dir" "$BE_CPU" "$be_pfx" --vdev "net_vhost0,iface=$bsock,queues=1" \
         -- -i --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=32768 --burst="$BURST" --forward-mode=rxonly
-      be_w=$TP_W; be_p=$TP_P ;;
+      be_w=$TP_W; be_p=$TP_P
+      if [ "$variant" = dpdk-proxy ]; then
+        local end=$(( $(date +%s) + 30 ))
+        until [ -S "$bsock" ]; do [ "$(date +%s)" -ge "$end" ] && die "$variant: backend socket never appeared"; sleep 0.1; done
+        timeout -k 5 "$T_LIMIT" taskset -c "$BE_CPU" dotnet "$CLI_DLL" proxy --listen "$sock" --backend "$bsock" > "$dir/proxy.log" 2>&1 &
+        px_w=$!; STARTED+=("$px_w"); px_p=$(child_of "$px_w"); CHILDREN+=("$px_p")
+      fi ;;
     csharp*|sdk-sink*)
       local cmd=()
       case $variant in
@@ -186,15 +199,15 @@ run_one() { # ROUND VARIANT
   wait_for "$dir/fe.log" 'testpmd> ' 60 "$fe_p" || { tail -30 "$dir/fe.log"; die "$variant: frontend never reached its prompt"; }
   grep -qE 'Failed to (start|set)|Too many memory regions' "$dir/fe.log" && { grep -E 'Failed|Too many' "$dir/fe.log"; die "$variant: frontend error"; }
   tp fe "set txpkts $PKT_LEN"
-  [ "$variant" = dpdk ] && tp be start
+  [[ $variant == dpdk* ]] && tp be start
   tp fe start
   sleep "$WARMUP"
   # ---- measured window ----
   local s0 b0 f0 be_l0 fe_l0 t0 s1 b1 f1 be_l1 fe_l1 t1
-  [ "$variant" = dpdk ] && be_l0=$(show_stats be "$dir/be.log")
+  [[ $variant == dpdk* ]] && be_l0=$(show_stats be "$dir/be.log")
   fe_l0=$(show_stats fe "$dir/fe.log")
-  t0=$(date +%s.%N); s0=$(sys_ticks); b0=$(ticks "$be_p"); f0=$(ticks "$fe_p")
-  if [ "$PERF" = 1 ] && [[ $variant != dpdk ]] && [ ! -f "$OUT/perf.data" ] && command -v perf >/dev/null; then
+  t0=$(date +%s.%N); s0=$(sys_ticks); b0=$(ticks "$be_p"); f0=$(ticks "$fe_p"); x0=$(ticks "${px_p:-0}")
+  if [ "$PERF" = 1 ] && [[ $variant != dpdk* ]] && [ ! -f "$OUT/perf.data" ] && command -v perf >/dev/null; then
     ( sleep 2; timeout -k 2 20 perf record -F 999 -g -p "$be_p" -o "$OUT/perf.data" -- sleep 5 > "$OUT/perf-record.log" 2>&1 ) &
   fi
   if [ "$SYSCALLS" = 1 ] && command -v perf >/dev/null; then
@@ -207,16 +220,16 @@ run_one() { # ROUND VARIANT
   fi
   sleep "$DURATION"
   fe_l1=$(show_stats fe "$dir/fe.log")
-  t1=$(date +%s.%N); s1=$(sys_ticks); b1=$(ticks "$be_p"); f1=$(ticks "$fe_p")
-  [ "$variant" = dpdk ] && be_l1=$(show_stats be "$dir/be.log")
-  [[ $variant != dpdk ]] && for tk in /proc/"$be_p"/task/*; do
+  t1=$(date +%s.%N); s1=$(sys_ticks); b1=$(ticks "$be_p"); f1=$(ticks "$fe_p"); x1=$(ticks "${px_p:-0}")
+  [[ $variant == dpdk* ]] && be_l1=$(show_stats be "$dir/be.log")
+  [[ $variant != dpdk* ]] && for tk in /proc/"$be_p"/task/*; do
     echo "$(cat "$tk/comm" 2>/dev/null)|$(awk '{print $14+$15}' "$tk/stat" 2>/dev/null)"; done | sort -t'|' -k2 -n -r | head -5 > "$dir/be-threads.txt"
   # ---- figures ----
   local win tx0 tx1 mpps be_rx0 be_rx1 be_mpps="-" be_u be_s fe_u fe_s be_cpu fe_cpu busy idle steal foreign fe_drop
   win=$(echo "$t1 - $t0" | bc -l)
   tx0=$(stat_after TX-packets "$dir/fe.log" "$fe_l0"); tx1=$(stat_after TX-packets "$dir/fe.log" "$fe_l1")
   mpps=$(echo "scale=3; ($tx1 - $tx0) / $win / 1000000" | bc -l)
-  if [ "$variant" = dpdk ]; then
+  if [[ $variant == dpdk* ]]; then
     be_rx0=$(stat_after RX-packets "$dir/be.log" "$be_l0"); be_rx1=$(stat_after RX-packets "$dir/be.log" "$be_l1")
     [ -n "$be_rx0" ] && [ -n "$be_rx1" ] && be_mpps=$(echo "scale=3; ($be_rx1 - $be_rx0) / $win / 1000000" | bc -l)
   fi
@@ -224,15 +237,21 @@ run_one() { # ROUND VARIANT
   be_u=$(echo "scale=2; ($bu1 - $bu0) / $HZ / $win" | bc -l); be_s=$(echo "scale=2; ($bs1 - $bs0) / $HZ / $win" | bc -l)
   fe_u=$(echo "scale=2; ($fu1 - $fu0) / $HZ / $win" | bc -l); fe_s=$(echo "scale=2; ($fs1 - $fs0) / $HZ / $win" | bc -l)
   be_cpu=$(echo "$be_u + $be_s" | bc -l); fe_cpu=$(echo "$fe_u + $fe_s" | bc -l)
+  local px="" xu0 xs0 xu1 xs1 px_cpu=0
+  if [ -n "$px_p" ]; then
+    read -r xu0 xs0 <<< "$x0"; read -r xu1 xs1 <<< "$x1"
+    px_cpu=$(echo "scale=3; ($xu1 + $xs1 - $xu0 - $xs0) / $HZ / $win" | bc -l); px=" proxy_cpu=$px_cpu proxy_ticks_in_window=$(( xu1 + xs1 - xu0 - xs0 ))"
+  fi
   read -r busy0 idle0 st0 <<< "$s0"; read -r busy1 idle1 st1 <<< "$s1"
   # machine-wide busy CPUs minus what our two processes used = somebody else's load
-  foreign=$(echo "scale=2; ($busy1 - $busy0) / $HZ / $win - $be_cpu - $fe_cpu" | bc -l)
+  foreign=$(echo "scale=2; ($busy1 - $busy0) / $HZ / $win - $be_cpu - $fe_cpu - $px_cpu" | bc -l)
   steal=$(echo "scale=2; ($st1 - $st0) / $HZ / $win" | bc -l)
   # ---- stop: frontend first (clean virtio-user shutdown), then the backend ----
   tp fe stop; tp fe quit; tp_close fe
   for i in $(seq 1 100); do kill -0 "$fe_w" 2>/dev/null || break; sleep 0.1; done
-  if [ "$variant" = dpdk ]; then tp be stop; tp be quit; tp_close be; else kill -TERM "$be_p" 2>/dev/null; fi
+  if [[ $variant == dpdk* ]]; then tp be stop; tp be quit; tp_close be; else kill -TERM "$be_p" 2>/dev/null; fi
   for i in $(seq 1 100); do kill -0 "$be_w" 2>/dev/null || break; sleep 0.1; done
+  [ -n "$px_p" ] && { kill -TERM "$px_p" 2>/dev/null; wait "$px_w" 2>/dev/null; }
   kill -TERM "$fe_w" "$be_w" 2>/dev/null; wait "$fe_w" "$be_w" 2>/dev/null
   rm -rf "/var/run/dpdk/$fe_pfx" "/var/run/dpdk/$be_pfx"; rm -f "$sock"
   fe_drop=$(grep -oE 'TX-dropped: +[0-9]+' "$dir/fe.log" | tail -1 | grep -oE '[0-9]+$')
@@ -255,8 +274,8 @@ run_one() { # ROUND VARIANT
   for side in be fe; do
     [ -s "$dir/$side-syscalls.csv" ] && sc+=" ${side}_syscalls_per_s=$(awk -F, '/syscalls:sys_enter_/{split($3,a,"sys_enter_"); printf "%s%s:%d", (n++?",":""), a[2], $1/5}' "$dir/$side-syscalls.csv")"
   done
-  echo "RUN$noisy round=$round variant=$variant fe_tx_mpps=$mpps be_rx_mpps=$be_mpps window_s=$(printf %.2f "$win") be_cpu=$be_cpu(u$be_u/s$be_s) fe_cpu=$fe_cpu(u$fe_u/s$fe_s) be_cpu_ns_per_pkt=$be_ns fe_cpu_ns_per_pkt=$fe_ns foreign_cpu=$foreign steal_cpu=$steal fe_tx_dropped_total=${fe_drop:-?} be_total_packets=${be_total:-?}$alloc$sc" | tee -a "$OUT/results.txt"
-  [[ $variant != dpdk ]] && [ -s "$dir/be-threads.txt" ] && sed 's/^/    thread ticks total: /' "$dir/be-threads.txt" >&2
+  echo "RUN$noisy round=$round variant=$variant fe_tx_mpps=$mpps be_rx_mpps=$be_mpps window_s=$(printf %.2f "$win") be_cpu=$be_cpu(u$be_u/s$be_s) fe_cpu=$fe_cpu(u$fe_u/s$fe_s) be_cpu_ns_per_pkt=$be_ns fe_cpu_ns_per_pkt=$fe_ns foreign_cpu=$foreign steal_cpu=$steal fe_tx_dropped_total=${fe_drop:-?} be_total_packets=${be_total:-?}$px$alloc$sc" | tee -a "$OUT/results.txt"
+  [[ $variant != dpdk* ]] && [ -s "$dir/be-threads.txt" ] && sed 's/^/    thread ticks total: /' "$dir/be-threads.txt" >&2
   MPPS[$round,$variant]=$mpps; BE_CPUS[$round,$variant]=$be_cpu; FE_CPUS[$round,$variant]=$fe_cpu
   sleep 1
 }
