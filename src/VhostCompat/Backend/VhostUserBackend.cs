@@ -74,35 +74,18 @@ public sealed class VhostUserBackend
             return null;
         }
 
-        if (record.Profile is { } recorded)
+        // The one resolver (OfferResolver, shared with the proxy): the record's profile is served again without a pin,
+        // an explicit pin must equal it, and the resulting offer must honour the record.
+        var capability = BackendCapabilities.FromDevice(_device, _options, _device.Catalog);
+        byte[] config = new byte[Math.Clamp(_device.ConfigSize, 0, DeviceConfigHeader.MaxConfigSize)];
+        _device.ReadConfig(0, config);
+        var resolved = OfferResolver.Resolve(capability, config, _device.Catalog, _options.CompatProfile, record, catalogLatestByDefault: true);
+        if (!resolved.Servable)
         {
-            if (_options.CompatProfile is null)
-            {
-                try
-                {
-                    _pin = ProfilePin.Create(_device, recorded, record.ProfilePinned);
-                }
-                catch (ProfileFormatException ex)
-                {
-                    // A downgrade: the build cannot offer the profile the guest was started with.
-                    throw new CompatibilityException($"acked-state record '{record.Key}' cannot be honoured by this build", [ex.Message]);
-                }
-            }
-            else if (_pin is not null && !_pin.Profile.SameInterface(recorded))
-            {
-                // An explicit pin that differs from what the guest acked would silently change its interface.
-                var keys = _pin.Profile.Diff(recorded).Select(d => $"{d.Key}: pinned {d.This}, recorded {d.Other}").ToArray();
-                throw new CompatibilityException($"the pinned profile differs from the one in acked-state record '{record.Key}'", keys);
-            }
+            throw new CompatibilityException($"acked-state record '{record.Key}' cannot be honoured by this build", resolved.Problems);
         }
 
-        var offer = BackendCapabilities.FromDevice(_device, _options, _device.Catalog, _pin?.Profile);
-        var problems = record.CheckHonouredBy(offer);
-        if (problems.Count > 0)
-        {
-            throw new CompatibilityException($"acked-state record '{record.Key}' cannot be honoured by this build", problems.Select(p => p.Message).ToArray());
-        }
-
+        _pin = resolved.Pin;
         Log.RecordLoaded(_logger, record.Key, record.AckedFeatures, record.Profile?.ToString() ?? "(none)");
         _record = record;
         _recordChecked = true;
