@@ -7,7 +7,7 @@ namespace VhostCompat.Proxy;
 /// <summary>
 /// How the proxy reaches its two peers, in either direction: the backend as a server (connect with backoff) or as a
 /// client (accept on a socket kept listening); the frontend as a client (listen only while a checked backend waits
-/// for it, so a frontend that reconnects meanwhile is refused by the kernel, exactly as by a backend that is down) or
+/// for it, and remove the path once it is in, so a frontend that reconnects meanwhile finds no socket, exactly as when a backend is down) or
 /// as a server (connect with backoff).
 /// </summary>
 internal static class ProxyEndpoints
@@ -35,7 +35,16 @@ internal static class ProxyEndpoints
             if (options.ListenPath is { } path)
             {
                 using Socket listener = UnixListener.Listen(path, logger);
-                socket = await listener.AcceptAsync(cts.Token).ConfigureAwait(false);
+                try
+                {
+                    socket = await listener.AcceptAsync(cts.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    // One frontend per checked backend: until the next check nothing listens, and the path is gone.
+                    UnixListener.TryUnlink(path);
+                }
+
                 Log.ProxyConnected(logger, "frontend", path);
             }
             else

@@ -198,7 +198,8 @@ internal sealed class ProxySession
         }
     }
 
-    // Record keeping after a request went through: the interface is complete once features are acked and a ring starts.
+    // Record keeping after a request went through: the interface is complete at DRIVER_OK, or — with a frontend that
+    // does not send the status (STATUS not acked) — once features are acked and a ring is kicked.
     private void Observe(FrontendRequest request, byte[] requestPayload, byte[] replyPayload)
     {
         if (_records is null)
@@ -212,7 +213,7 @@ internal sealed class ProxySession
                 _records.Config = replyPayload[DeviceConfigHeader.Length..];
                 break;
             case FrontendRequest.SetStatus when (U64Payload.Read(requestPayload) & (ulong)DeviceStatus.DriverOk) != 0:
-            case FrontendRequest.SetVringKick when _shield.FeaturesAcked:
+            case FrontendRequest.SetVringKick when _shield.FeaturesAcked && (_shield.AckedProtocol & (ulong)VhostUserProtocolFeatures.Status) == 0:
                 _records.Save(_shield, _logger);
                 break;
         }
