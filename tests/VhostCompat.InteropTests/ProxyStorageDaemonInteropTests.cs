@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using VhostCompat.Compat;
 using VhostCompat.InteropTests.Harness;
 using VhostCompat.Virtio;
@@ -29,6 +30,8 @@ public sealed class ProxyStorageDaemonInteropTests(ITestOutputHelper output)
         int.TryParse(Environment.GetEnvironmentVariable("VHOSTCOMPAT_INTEROP_BOOT_TIMEOUT"), CultureInfo.InvariantCulture, out var s) ? s : 240);
 
     private static readonly TimeSpan StepTimeout = TimeSpan.FromSeconds(90);
+
+    private static readonly Regex HoldLine = new(@"VHOSTCOMPAT: hold seconds=", RegexOptions.CultureInvariant);
 
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
@@ -104,40 +107,44 @@ public sealed class ProxyStorageDaemonInteropTests(ITestOutputHelper output)
         Log($"proxy checked qsd: offer {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, offer)}, QEMU will see {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, seen)}");
         Assert.True(await LogFile.WaitForPathAsync(frontendSocket, StepTimeout, proxy.Process), $"the proxy does not listen on {frontendSocket}{run.Diagnostics()}");
 
-        // The guest: write the pattern, fdatasync, read it back; -no-shutdown keeps QEMU (stopped) after its poweroff so
-        // that QMP still answers what the device negotiated.
+        // The guest: write the pattern, fdatasync, read it back; then it holds (vhostcompat.hold, an upper bound never
+        // waited out) so that QMP can be asked what the device negotiated while it is still up (a poweroff resets it).
         var tag = Guid.NewGuid().ToString("N")[..10];
         var offsets = BlockPattern.OffsetsFor(DiskSize);
         var options = new BlockGuestOptions
         {
-            SocketPath = frontendSocket, Mode = "write", Tag = tag, Offsets = offsets, NumQueues = Queues, NoShutdown = true,
+            SocketPath = frontendSocket, Mode = "write", Tag = tag, Offsets = offsets, NumQueues = Queues,
             Timeout = GuestTimeout + TimeSpan.FromMinutes(1),
         };
+        options.GuestParameters["hold"] = "600";
         await using var guest = await BlockGuest.StartAsync(run, tools, options, "qemu");
         Log($"qemu pid {guest.Process.Pid}: {guest.Process.CommandLine}");
         var init = await guest.WaitForConsoleAsync(BlockGuest.InitLine, GuestTimeout);
         Assert.True(init is not null, $"the guest never reached /init (stuck in SeaBIOS's virtio-blk probe?) ({guest.Observed()}){Tails(proxy)}{run.Diagnostics()}");
-        Log("guest reached /init");
-        var done = await guest.WaitForConsoleAsync(BlockGuest.DoneLine, GuestTimeout);
-        Assert.True(done is not null, $"the guest never printed 'VHOSTCOMPAT: done' ({guest.Observed()}){Tails(proxy)}{run.Diagnostics()}");
-        var bootToDone = guest.Process.Elapsed;
-        Log($"guest done at guest uptime {done!.Groups["uptime"].Value} s ({bootToDone.TotalSeconds:F1} s after QEMU started)");
+        var toInit = guest.Process.Elapsed;
+        Log($"guest reached /init ({toInit.TotalSeconds:F1} s after QEMU started)");
+        var hold = await guest.WaitForConsoleAsync(HoldLine, GuestTimeout);
+        Assert.True(hold is not null, $"the guest never finished its workload ({guest.Observed()}){Tails(proxy)}{run.Diagnostics()}");
+        var done = await guest.WaitForConsoleAsync(BlockGuest.DoneLine, TimeSpan.Zero);
+        var toDone = guest.Process.Elapsed;
+        Log($"guest done at guest uptime {done?.Groups["uptime"].Value} s ({toDone.TotalSeconds:F1} s after QEMU started), holding");
 
-        // QEMU stops when the guest powers off: wait for that state, then ask what the device negotiated.
         VirtioDeviceStatus qemu;
         using (var cts = new CancellationTokenSource(StepTimeout))
         {
             await using var qmp = await guest.ConnectQmpAsync(cts.Token);
-            await WaitForRunStateAsync(qmp, "shutdown", cts.Token);
             qemu = await VirtioDeviceStatus.QueryAsync(qmp, "virtio-blk", VirtioDeviceType.Block, cts.Token);
             await File.WriteAllTextAsync(run.PathFor("x-query-virtio-status.json"), qemu.Raw.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }), cts.Token);
-            run.AddArtifact("x-query-virtio-status (after the guest's poweroff)", run.PathFor("x-query-virtio-status.json"));
+            run.AddArtifact("x-query-virtio-status (guest holding after its workload)", run.PathFor("x-query-virtio-status.json"));
         }
 
         Log($"x-query-virtio-status {qemu.Path}: status [{string.Join(", ", qemu.Statuses.Select(x => x.Split(':')[0]))}]");
+        Assert.Contains(qemu.Statuses, x => x.StartsWith("VIRTIO_CONFIG_S_DRIVER_OK", StringComparison.Ordinal));
         Log($"  guest-features {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.GuestFeatures)}");
         Log($"  host-features  {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.HostFeatures)}");
-        await guest.DisposeAsync();
+        await guest.DisposeAsync();  // QMP quit
+        Assert.True(guest.Process.ExitCode == 0, $"QEMU exited with {guest.Process.ExitCode} on quit; stderr: {string.Join(" | ", guest.StderrErrorLines())}");
+        Assert.Empty(guest.StderrErrorLines());
 
         // The guest's own verdict, its view of the device, and the image on the host.
         var lines = guest.GuestLines();
@@ -188,20 +195,6 @@ public sealed class ProxyStorageDaemonInteropTests(ITestOutputHelper output)
         }
 
         return mask;
-    }
-
-    private static async Task WaitForRunStateAsync(QmpClient qmp, string state, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            var status = (await qmp.ExecuteAsync("query-status", null, cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>();
-            if (status == state)
-            {
-                return;
-            }
-
-            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
-        }
     }
 
     private static string Tails(ProxyProcess proxy) => $"\n--- proxy log ---\n{LogFile.Tail(proxy.LogPath, 4000)}";

@@ -40,12 +40,6 @@ public sealed class BlockGuestOptions
     public string Accelerator { get; init; } = Environment.GetEnvironmentVariable("VHOSTCOMPAT_QEMU_ACCEL") is { Length: > 0 } a ? a : "tcg";
 
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(3);
-
-    /// <summary>
-    /// <c>-no-shutdown</c>: when the guest powers off QEMU stops (run state "shutdown") instead of exiting, so QMP can still
-    /// be asked what the device negotiated (x-query-virtio-status) after the workload; the caller then quits QEMU.
-    /// </summary>
-    public bool NoShutdown { get; init; }
 }
 
 /// <summary>The guest's "VHOSTCOMPAT: blkdev ..." line: what Linux made of the device.</summary>
@@ -137,7 +131,6 @@ public sealed class BlockGuest : QemuGuestBase
                 // vectors=0: QEMU 7.2 under TCG crashes at DRIVER_OK with MSI-X + vhost-user (see QemuGuestOptions).
                 "-device", $"vhost-user-blk-pci,chardev=c0,id=vblk0,num-queues={options.NumQueues.ToString(CultureInfo.InvariantCulture)},vectors={options.Vectors.ToString(CultureInfo.InvariantCulture)}{(options.PackedRing ? ",packed=on" : "")}",
             ],
-            ExtraArguments = options.NoShutdown ? ["-no-shutdown"] : [],
         });
         return new BlockGuest(process, console, qmp);
     }
