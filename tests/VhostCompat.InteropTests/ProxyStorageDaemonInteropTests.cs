@@ -142,6 +142,9 @@ public sealed class ProxyStorageDaemonInteropTests(ITestOutputHelper output)
         Assert.Contains(qemu.Statuses, x => x.StartsWith("VIRTIO_CONFIG_S_DRIVER_OK", StringComparison.Ordinal));
         Log($"  guest-features {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.GuestFeatures)}");
         Log($"  host-features  {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.HostFeatures)}");
+        Log($"  vhost-dev features {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.VhostFeatures)}, acked-features {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.VhostAckedFeatures)}");
+        // QEMU's vhost device got exactly the offer the proxy announced (pinned or not).
+        Assert.Equal(VirtioDeviceStatus.Describe(VirtioDeviceType.Block, seen), VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.VhostFeatures));
         await guest.DisposeAsync();  // QMP quit
         Assert.True(guest.Process.ExitCode == 0, $"QEMU exited with {guest.Process.ExitCode} on quit; stderr: {string.Join(" | ", guest.StderrErrorLines())}");
         Assert.Empty(guest.StderrErrorLines());
@@ -168,6 +171,9 @@ public sealed class ProxyStorageDaemonInteropTests(ITestOutputHelper output)
 
         var record = new AckedStateStore(stateDir).Load(StateKey) ?? throw Fail(run, proxy, "the proxy wrote no acked-state record");
         Log($"record: acked {VirtioDeviceStatus.Describe(VirtioDeviceType.Block, record.AckedFeatures)}, protocol 0x{record.AckedProtocolFeatures:x}, pinned {record.ProfilePinned}, profile {record.Profile?.Canonical ?? "(none)"}");
+        // The record holds QEMU's SET_FEATURES: vhost-dev acked-features plus PROTOCOL_FEATURES.
+        Assert.Equal(VirtioDeviceStatus.Describe(VirtioDeviceType.Block, qemu.VhostAckedFeatures),
+            VirtioDeviceStatus.Describe(VirtioDeviceType.Block, record.AckedFeatures & ~VirtioFeatureBits.ProtocolFeatures));
         Assert.True(proxy.Matches(ProxyProcess.Refused()).Count == 0, $"the proxy refused qsd{Tails(proxy)}");
         Log($"total {_clock.Elapsed.TotalSeconds:F1} s");
         return new Observed(offer, seen, qemu, device, record, profile);

@@ -10,7 +10,10 @@ namespace VhostCompat.InteropTests.Harness;
 /// <c>"VIRTIO_BLK_F_DISCARD: Discard command supported"</c> strings (plus <c>unknown-dev-features</c>); they are turned
 /// back into bit masks with the SDK's feature table (<see cref="VirtioFeatures.Known"/>, the specification names).
 /// </summary>
-public sealed record VirtioDeviceStatus(string Path, ulong GuestFeatures, ulong HostFeatures, ulong BackendFeatures, IReadOnlyList<string> Statuses, JsonObject Raw)
+/// <param name="VhostFeatures">vhost-dev <c>features</c>: what the vhost-user backend offered QEMU (GET_FEATURES), 0 before vhost started.</param>
+/// <param name="VhostAckedFeatures">vhost-dev <c>acked-features</c>: what QEMU acked to the backend (SET_FEATURES, without PROTOCOL_FEATURES).</param>
+public sealed record VirtioDeviceStatus(string Path, ulong GuestFeatures, ulong HostFeatures, ulong BackendFeatures, ulong VhostFeatures, ulong VhostAckedFeatures,
+    IReadOnlyList<string> Statuses, JsonObject Raw)
 {
     /// <summary>Finds the first device named <paramref name="virtioName"/> (e.g. "virtio-blk") and returns its status, or throws.</summary>
     public static async Task<VirtioDeviceStatus> QueryAsync(QmpClient qmp, string virtioName, VirtioDeviceType type, CancellationToken cancellationToken)
@@ -23,7 +26,9 @@ public sealed record VirtioDeviceStatus(string Path, ulong GuestFeatures, ulong 
         var status = await qmp.ExecuteAsync("x-query-virtio-status", new JsonObject { ["path"] = path }, cancellationToken).ConfigureAwait(false) as JsonObject
             ?? throw new InvalidOperationException($"x-query-virtio-status {path} returned nothing");
         var statuses = status["status"]?["statuses"] is JsonArray s ? s.Select(x => x?.GetValue<string>() ?? string.Empty).ToList() : [];
-        return new VirtioDeviceStatus(path, Decode(status["guest-features"], type), Decode(status["host-features"], type), Decode(status["backend-features"], type), statuses, status);
+        var vhost = status["vhost-dev"];
+        return new VirtioDeviceStatus(path, Decode(status["guest-features"], type), Decode(status["host-features"], type), Decode(status["backend-features"], type),
+            Decode(vhost?["features"], type), Decode(vhost?["acked-features"], type), statuses, status);
     }
 
     /// <summary>
