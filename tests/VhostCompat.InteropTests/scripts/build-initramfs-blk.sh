@@ -16,6 +16,9 @@
 #                            the host writes "VHOSTCOMPAT-STOP" into the control block, then verify the region;
 #                            vhostcompat.start=, .bytes= (region), .qd= (writes in flight per writer), .ctrl= (control
 #                            block offset), .maxsec= (give up without the host's stop)
+#   vhostcompat.hold=SECONDS after "done", keep the guest (and the device's negotiated state) up for at most SECONDS
+#                            before powering off, so the host can ask QEMU over QMP what the device negotiated
+#                            (x-query-virtio-status: a poweroff resets the device) and then quit QEMU itself
 # Console lines (stable, parsed by the C# harness, BlockGuest.cs):
 #   VHOSTCOMPAT: init uptime=<s> kernel=<kver> mode=<mode>
 #   VHOSTCOMPAT: insmod <module> failed
@@ -28,6 +31,7 @@
 #   VHOSTCOMPAT: dmesg_io_errors=<n>
 #   VHOSTCOMPAT: status_end=0x<hex>
 #   VHOSTCOMPAT: done uptime=<s>
+#   VHOSTCOMPAT: hold seconds=<n>              (only with vhostcompat.hold: the guest waits before its poweroff)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,11 +51,11 @@ cat > "$root/init" <<'INIT'
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev 2>/dev/null
 up() { cut -d' ' -f1 /proc/uptime; }
-MODE=write; TAG=none; OFFS=0; START=8388608; BYTES=4194304; QD=16; CTRL=1048576; MAXSEC=300
+MODE=write; TAG=none; OFFS=0; START=8388608; BYTES=4194304; QD=16; CTRL=1048576; MAXSEC=300; HOLD=0
 for w in $(cat /proc/cmdline); do case "$w" in
   vhostcompat.mode=*) MODE=${w#*=};; vhostcompat.tag=*) TAG=${w#*=};; vhostcompat.offsets=*) OFFS=${w#*=};;
   vhostcompat.start=*) START=${w#*=};; vhostcompat.bytes=*) BYTES=${w#*=};; vhostcompat.qd=*) QD=${w#*=};;
-  vhostcompat.ctrl=*) CTRL=${w#*=};; vhostcompat.maxsec=*) MAXSEC=${w#*=};;
+  vhostcompat.ctrl=*) CTRL=${w#*=};; vhostcompat.maxsec=*) MAXSEC=${w#*=};; vhostcompat.hold=*) HOLD=${w#*=};;
 esac; done
 echo "VHOSTCOMPAT: init uptime=$(up) kernel=$(uname -r) mode=$MODE"
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "VHOSTCOMPAT: insmod $m failed"; done
@@ -76,6 +80,7 @@ esac
 sync
 echo "VHOSTCOMPAT: status_end=$(cat $D/status)"
 echo "VHOSTCOMPAT: done uptime=$(up)"
+if [ "$HOLD" -gt 0 ] 2>/dev/null; then echo "VHOSTCOMPAT: hold seconds=$HOLD"; sleep "$HOLD"; fi
 poweroff -f
 INIT
 chmod +x "$root/init"
