@@ -24,6 +24,8 @@ internal static class ProxyCommands
         var traceJson = new Option<bool>("--trace-json") { Description = "Trace as JSON lines" };
         var sealedMemory = new Option<bool>("--require-sealed-memory") { Description = "Refuse guest memory that cannot be sealed against shrinking" };
         var printCaps = new Option<bool>("--print-capabilities") { Description = "Probe the backend and print the capability document the frontend would see through the proxy, then exit" };
+        var socketMode = new Option<string?>("--socket-mode") { Description = "Permissions of the sockets the proxy listens on, octal (e.g. 0660 with --socket-group for a QEMU run by libvirt)" };
+        var socketGroup = new Option<string?>("--socket-group") { Description = "Group of the sockets the proxy listens on: a name from /etc/group or a numeric gid" };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log every request (debug level)" };
         var proxy = new Command("proxy", "Runs a vhost-user proxy in front of a backend not built on the SDK: transparent forwarding (fds untouched, no data through the proxy), "
             + "pinning to a profile, acked-state records with a check at every backend restart, and a validating shield. Runs until SIGTERM.\n\nExamples:\n"
@@ -31,12 +33,14 @@ internal static class ProxyCommands
             + "  vhost-compat proxy --listen /run/vm1/net0.sock --backend /run/dpdk/vhost0.sock --catalog dpdk-net.json --compat-profile org.dpdk.v22.11\n"
             + "  vhost-compat proxy --listen /run/vm1/net0.sock --backend /run/dpdk/vhost0.sock --catalog dpdk-net.json --print-capabilities")
         {
-            listen, connect, backend, backendListen, type, profile, catalog, stateDir, stateKey, trace, traceJson, sealedMemory, printCaps, verbose,
+            listen, connect, backend, backendListen, type, profile, catalog, stateDir, stateKey, trace, traceJson, sealedMemory, socketMode, socketGroup, printCaps, verbose,
         };
         proxy.SetAction((r, ct) =>
         {
             var options = Options(r.GetValue(listen), r.GetValue(connect), r.GetValue(backend), r.GetValue(backendListen), r.GetValue(type)!, r.GetValue(profile), r.GetValue(catalog),
                 r.GetValue(stateDir), r.GetValue(stateKey), r.GetValue(sealedMemory), requireFrontend: !r.GetValue(printCaps));
+            options.SocketMode = r.GetValue(socketMode) is { } m ? ParseMode(m) : null;
+            options.SocketGroup = r.GetValue(socketGroup);
             return r.GetValue(printCaps)
                 ? PrintCapabilitiesAsync(io, options, ct)
                 : RunAsync(io, options, r.GetValue(trace), r.GetValue(traceJson), r.GetValue(verbose), ct);
@@ -54,6 +58,11 @@ internal static class ProxyCommands
             "-", r.GetValue(json), false, ct));
         return [proxy, traceCommand];
     }
+
+    private static UnixFileMode ParseMode(string text) =>
+        text.Length is > 0 and <= 4 && text.All(c => c is >= '0' and <= '7') && System.Convert.ToInt32(text, 8) <= 0x1FF
+            ? (UnixFileMode)System.Convert.ToInt32(text, 8)
+            : throw new CliException($"--socket-mode: '{text}' is not an octal mode 0..0777");
 
     private static VhostUserProxyOptions Options(string? listen, string? connect, string? backend, string? backendListen, string type, string? profile, string? catalogPath,
         string? stateDir, string? stateKey, bool sealedMemory, bool requireFrontend)

@@ -46,7 +46,7 @@ internal sealed class BackendProgramRun : IDisposable
         return VhostUserBackendProgram.ExitOk;
     }
 
-    public async Task<int> ServeAsync(LogLevel level, bool client, string? profile, string? stateDir, bool handleSignals)
+    public async Task<int> ServeAsync(LogLevel level, bool client, string? profile, string? stateDir, bool handleSignals, UnixFileMode? socketMode = null, string? socketGroup = null)
     {
         _loggerFactory = _builder.LoggerFactoryFactory?.Invoke(level);
         _context.LoggerFactory = _loggerFactory ?? NullLoggerFactory.Instance;
@@ -74,6 +74,8 @@ internal sealed class BackendProgramRun : IDisposable
                     Mode = client ? VhostUserSocketMode.Client : VhostUserSocketMode.Server,
                     CompatProfile = profile,
                     StateDirectory = stateDir,
+                    SocketMode = socketMode,
+                    SocketGroup = socketGroup,
                 };
                 foreach (var configure in _builder.BackendConfigurations)
                 {

@@ -61,7 +61,15 @@ internal sealed class RunnerOptions
 
     public Option<string?> StateDir { get; } = new("--state-dir") { Description = "Keep acked-state records in this directory (created if missing)", HelpName = "DIR" };
 
+    public Option<string?> SocketMode { get; } = new("--socket-mode") { Description = "Permissions of the listening socket, octal (e.g. 0660 with --socket-group so a QEMU run by libvirt can connect)", HelpName = "MODE" };
+
+    public Option<string?> SocketGroup { get; } = new("--socket-group") { Description = "Group of the listening socket: a name from /etc/group or a numeric gid", HelpName = "GROUP" };
+
     public Option<LogLevel> LogLevel { get; }
+
+    /// <summary>--socket-mode as permission bits; null when not given.</summary>
+    public UnixFileMode? Mode(ParseResult parse) =>
+        parse.GetValue(SocketMode) is { } text ? (UnixFileMode)System.Convert.ToInt32(text, 8) : null;
 
     public void AddTo(RootCommand root)
     {
@@ -71,6 +79,8 @@ internal sealed class RunnerOptions
         root.Options.Add(PrintCapabilities);
         root.Options.Add(CompatProfile);
         root.Options.Add(StateDir);
+        root.Options.Add(SocketMode);
+        root.Options.Add(SocketGroup);
         root.Options.Add(LogLevel);
     }
 
@@ -103,6 +113,23 @@ internal sealed class RunnerOptions
         if (context.SocketPaths.Distinct(StringComparer.Ordinal).Count() != context.SocketPaths.Count)
         {
             return "--socket-path: the same path is given twice";
+        }
+
+        if (parse.GetValue(SocketMode) is { } mode && (mode.Length is 0 or > 4 || !mode.All(c => c is >= '0' and <= '7') || System.Convert.ToInt32(mode, 8) > 0x1FF))
+        {
+            return $"--socket-mode: '{mode}' is not an octal mode 0..0777";
+        }
+
+        if (parse.GetValue(SocketGroup) is { } group)
+        {
+            try
+            {
+                new VhostCompat.Backend.VhostUserBackendOptions { SocketPath = "/", SocketGroup = group }.Validate();
+            }
+            catch (ArgumentException ex)
+            {
+                return "--socket-group: " + ex.Message.Split(" (Parameter", 2)[0];
+            }
         }
 
         return parse.GetValue(CompatProfile) is { Length: 0 } ? "--compat-profile: the value is empty" : null;

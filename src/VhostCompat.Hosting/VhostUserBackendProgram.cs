@@ -106,7 +106,7 @@ public static class VhostUserBackendProgram
             }
 
             LogLevel level = parse.GetValue(own.LogLevel);
-            return await run.ServeAsync(level, parse.GetValue(own.Client), parse.GetValue(own.CompatProfile), parse.GetValue(own.StateDir), handleSignals).ConfigureAwait(false);
+            return await run.ServeAsync(level, parse.GetValue(own.Client), parse.GetValue(own.CompatProfile), parse.GetValue(own.StateDir), handleSignals, own.Mode(parse), parse.GetValue(own.SocketGroup)).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

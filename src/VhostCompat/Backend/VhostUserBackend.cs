@@ -179,7 +179,7 @@ public sealed class VhostUserBackend
         }
     }
 
-    private Socket Listen(string path) => UnixListener.Listen(path, _logger);
+    private Socket Listen(string path) => UnixListener.Listen(path, _logger, access: UnixSocketAccess.From(_options.SocketMode, _options.SocketGroup));
 
     private static void TryUnlink(string path) => UnixListener.TryUnlink(path);
 

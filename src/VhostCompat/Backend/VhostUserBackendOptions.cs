@@ -20,6 +20,16 @@ public sealed class VhostUserBackendOptions
     public VhostUserSocketMode Mode { get; set; } = VhostUserSocketMode.Server;
 
     /// <summary>
+    /// Server mode: permission bits of the listening socket, e.g. <c>UserRead | UserWrite | GroupRead | GroupWrite</c>
+    /// (0660) so a frontend running as another user in <see cref="SocketGroup"/> can connect (libvirt runs QEMU as
+    /// <c>libvirt-qemu</c>). Null: what the umask gives.
+    /// </summary>
+    public UnixFileMode? SocketMode { get; set; }
+
+    /// <summary>Server mode: group of the listening socket, a name from /etc/group or a numeric gid. Null: the process's group.</summary>
+    public string? SocketGroup { get; set; }
+
+    /// <summary>
     /// An inherited socket fd (QEMU's <c>--fd</c> convention): either an already-connected socket
     /// (one session is served) or a listening socket (connections are accepted on it).
     /// </summary>
@@ -97,6 +107,8 @@ public sealed class VhostUserBackendOptions
         {
             throw new ArgumentException($"InheritedFd {InheritedFd} is negative", nameof(InheritedFd));
         }
+
+        _ = Protocol.UnixSocketAccess.From(SocketMode, SocketGroup); // an unknown group or a bad mode fails here, not at bind
 
         if (MaxMemorySlots is < 1 or > 509)
         {

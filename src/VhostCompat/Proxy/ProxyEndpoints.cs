@@ -34,7 +34,7 @@ internal static class ProxyEndpoints
             Socket socket;
             if (options.ListenPath is { } path)
             {
-                using Socket listener = UnixListener.Listen(path, logger);
+                using Socket listener = UnixListener.Listen(path, logger, access: options.Access);
                 try
                 {
                     socket = await listener.AcceptAsync(cts.Token).ConfigureAwait(false);

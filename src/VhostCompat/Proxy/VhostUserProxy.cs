@@ -88,7 +88,7 @@ public sealed class VhostUserProxy
     /// </summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
-        Socket? backendListener = _options.BackendListenPath is { } bl ? UnixListener.Listen(bl, _logger, backlog: 4) : null;
+        Socket? backendListener = _options.BackendListenPath is { } bl ? UnixListener.Listen(bl, _logger, backlog: 4, access: _options.Access) : null;
         try
         {
             while (!cancellationToken.IsCancellationRequested)

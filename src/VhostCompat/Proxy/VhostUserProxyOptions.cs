@@ -21,6 +21,12 @@ public sealed class VhostUserProxyOptions
     /// <summary>Listen here for a backend that connects as a client (DPDK <c>client=1</c>).</summary>
     public string? BackendListenPath { get; set; }
 
+    /// <summary>Permission bits of the sockets the proxy listens on (e.g. 0660 for a QEMU run by libvirt as another user); null: the umask's.</summary>
+    public UnixFileMode? SocketMode { get; set; }
+
+    /// <summary>Group of the sockets the proxy listens on: a name from /etc/group or a numeric gid; null: the process's group.</summary>
+    public string? SocketGroup { get; set; }
+
     /// <summary>The device type behind the socket (vhost-user does not carry it).</summary>
     public VirtioDeviceType DeviceType { get; set; } = VirtioDeviceType.Net;
 
@@ -57,6 +63,9 @@ public sealed class VhostUserProxyOptions
     /// <summary>Trace as JSON lines instead of text.</summary>
     public bool TraceJson { get; set; }
 
+    /// <summary>Who may connect to the sockets the proxy listens on.</summary>
+    internal Protocol.UnixSocketAccess? Access => Protocol.UnixSocketAccess.From(SocketMode, SocketGroup);
+
     /// <summary>The record key in use.</summary>
     internal string RecordKey => StateKey ?? AckedStateStore.DefaultKey(ListenPath ?? FrontendPath!);
 
@@ -77,6 +86,8 @@ public sealed class VhostUserProxyOptions
         {
             throw new ArgumentException("timeouts and delays must be positive and ReconnectMaxDelay >= ReconnectInitialDelay", nameof(MessageTimeout));
         }
+
+        _ = Protocol.UnixSocketAccess.From(SocketMode, SocketGroup); // an unknown group or a bad mode fails here
 
         if (Catalog is not null && Catalog.DeviceType != DeviceType)
         {
