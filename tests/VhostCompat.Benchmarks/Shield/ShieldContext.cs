@@ -36,7 +36,46 @@ internal sealed class ShieldContext(string socketPath, bool net, FdBag fds, Time
     /// <summary>The protocol features the last <see cref="HandshakeAsync"/> acked.</summary>
     public ulong AckedProtocol { get; private set; }
 
-    public Task<RawPeer> ConnectAsync() => RawPeer.ConnectAsync(socketPath, timeout);
+    public Task<RawPeer> ConnectAsync() => ConnectAsync(socketPath, timeout);
+
+    /// <summary>
+    /// Connects, retrying while the listener refuses or is absent: the proxy re-creates its listening socket for every
+    /// frontend session (after it has reconnected to and re-checked the backend), so there is a short window without one.
+    /// </summary>
+    public static async Task<RawPeer> ConnectAsync(string path, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            try
+            {
+                return await RawPeer.ConnectAsync(path, timeout).ConfigureAwait(false);
+            }
+            catch (System.Net.Sockets.SocketException ex) when (ex.SocketErrorCode is System.Net.Sockets.SocketError.ConnectionRefused or System.Net.Sockets.SocketError.AddressNotAvailable
+                && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>As <see cref="ConnectAsync(string, TimeSpan)"/>, for the SDK frontend.</summary>
+    public static async Task<System.Net.Sockets.Socket> ConnectSocketAsync(string path, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            try
+            {
+                return await RawPeer.ConnectSocketAsync(path, timeout).ConfigureAwait(false);
+            }
+            catch (System.Net.Sockets.SocketException ex) when (ex.SocketErrorCode is System.Net.Sockets.SocketError.ConnectionRefused or System.Net.Sockets.SocketError.AddressNotAvailable
+                && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5).ConfigureAwait(false);
+            }
+        }
+    }
 
     /// <summary>
     /// GET_FEATURES, GET/SET_PROTOCOL_FEATURES (REPLY_ACK, MQ, CONFIG and <paramref name="extra"/>, each where offered),

@@ -27,7 +27,7 @@ internal static class ShieldHealthy
         var calls = Enumerable.Range(0, queues).Select(_ => new EventNotifier()).ToArray();
         try
         {
-            await using var fe = VhostUserFrontend.FromConnectedSocket(await RawPeer.ConnectSocketAsync(path, timeout).ConfigureAwait(false), timeout);
+            await using var fe = VhostUserFrontend.FromConnectedSocket(await ShieldContext.ConnectSocketAsync(path, timeout).ConfigureAwait(false), timeout);
             using var cts = new CancellationTokenSource(timeout * 3);
             await fe.NegotiateAsync(VirtioFeatureBits.Version1, VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Mq, cts.Token).ConfigureAwait(false);
             await fe.SetMemTableAsync([mem], cts.Token).ConfigureAwait(false);
