@@ -19,6 +19,8 @@ if (args.Length > 0 && args[0] == "soak")
     return await VhostCompat.Benchmarks.Soak.SoakCommand.RunAsync(args);
 }
 
+if (args.Length > 0 && args[0] == "shield") return await VhostCompat.Benchmarks.Shield.ShieldCommand.RunAsync(args); // hostile message-level cases vs a backend, direct or proxied (scripts/shield.sh)
+
 if (args.Length > 0 && args[0] == "walker-ab")
 {
     return WalkerAb.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 30);

@@ -355,6 +355,12 @@ internal sealed class MessageShield
             {
                 return $"guest range 0x{r.GuestPhysicalAddress:x}+0x{r.MemorySize:x} overlaps region 0x{o.GuestPhysicalAddress:x}+0x{o.MemorySize:x}";
             }
+
+            // Frontend addresses too: rings are given as frontend addresses, so overlapping ones would make translation ambiguous (B6).
+            if (r.UserspaceAddress < o.UserspaceAddress + o.MemorySize && o.UserspaceAddress < r.UserspaceAddress + r.MemorySize)
+            {
+                return $"frontend range 0x{r.UserspaceAddress:x}+0x{r.MemorySize:x} overlaps region 0x{o.UserspaceAddress:x}+0x{o.MemorySize:x}";
+            }
         }
 
         return FileRange(message, fdIndex, "memory", r.MmapOffset, r.MemorySize);
