@@ -73,6 +73,30 @@ public sealed class AckedStateCorruptException : CompatDocumentException
 /// <summary>Shared strict reading of compatibility files.</summary>
 internal static class CompatJsonReader
 {
+    /// <summary>One <c>{id, canonical}</c> entry of a catalog or lock file: a valid id, not seen before in <paramref name="ids"/>, a valid profile.</summary>
+    /// <exception cref="CompatDocumentException">Naming the file and the field.</exception>
+    public static InterfaceProfile ProfileEntry(string id, string canonical, Virtio.VirtioDeviceType type, ISet<string> ids, string fileName, string field)
+    {
+        if (!InterfaceProfile.IsValidId(id))
+        {
+            throw new CompatDocumentException(fileName, field + ".id", $"'{id}' is not a valid profile id");
+        }
+
+        if (!ids.Add(id))
+        {
+            throw new CompatDocumentException(fileName, field + ".id", $"profile id {id} appears twice");
+        }
+
+        try
+        {
+            return InterfaceProfile.Parse(canonical, type).WithId(id);
+        }
+        catch (ProfileFormatException ex)
+        {
+            throw new CompatDocumentException(fileName, field + ".canonical", ex.Message, ex);
+        }
+    }
+
     /// <summary>Largest compatibility file read (1 MiB); anything bigger is refused before parsing.</summary>
     public const int MaxFileBytes = 1 << 20;
 

@@ -81,24 +81,7 @@ public sealed class ProfileLock
         {
             var e = json.Profiles[i];
             string field = $"$.profiles[{i}]";
-            if (!InterfaceProfile.IsValidId(e.Id))
-            {
-                throw new CompatDocumentException(fileName, field + ".id", $"'{e.Id}' is not a valid profile id");
-            }
-
-            if (!ids.Add(e.Id))
-            {
-                throw new CompatDocumentException(fileName, field + ".id", $"profile id {e.Id} appears twice");
-            }
-
-            try
-            {
-                profiles.Add(InterfaceProfile.Parse(e.Canonical, type).WithId(e.Id));
-            }
-            catch (ProfileFormatException ex)
-            {
-                throw new CompatDocumentException(fileName, field + ".canonical", ex.Message, ex);
-            }
+            profiles.Add(CompatJsonReader.ProfileEntry(e.Id, e.Canonical, type, ids, fileName, field));
         }
 
         if (!ids.Contains(json.Latest))

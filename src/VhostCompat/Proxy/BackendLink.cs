@@ -9,7 +9,8 @@ namespace VhostCompat.Proxy;
 /// </summary>
 internal sealed class BackendLink : IAsyncDisposable
 {
-    private readonly Channel<VhostUserMessage> _inbox = Channel.CreateUnbounded<VhostUserMessage>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    // Bounded: a backend that sends what nobody asked for fills its own socket, not the proxy's memory.
+    private readonly Channel<VhostUserMessage> _inbox = Channel.CreateBounded<VhostUserMessage>(new BoundedChannelOptions(4) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
     private readonly CancellationTokenSource _stop = new();
     private readonly CancellationTokenSource _closed = new();
     private readonly Task _pump;
@@ -40,9 +41,14 @@ internal sealed class BackendLink : IAsyncDisposable
         {
             while (await Connection.ReceiveAsync(_stop.Token).ConfigureAwait(false) is { } message)
             {
-                if (!_inbox.Writer.TryWrite(message))
+                try
+                {
+                    await _inbox.Writer.WriteAsync(message, _stop.Token).ConfigureAwait(false);
+                }
+                catch
                 {
                     message.Dispose();
+                    throw;
                 }
             }
 
