@@ -32,7 +32,9 @@ public sealed class VhostUserBackend
         if (options.StateDirectory is { } dir)
         {
             _store = new AckedStateStore(dir);
-            _stateKey = options.StateKey ?? AckedStateStore.DefaultKey(options.SocketPath ?? $"fd{options.InheritedFd}");
+            // An inherited fd has no path: its key is "fd-N", never a path resolved against the current directory.
+            _stateKey = options.StateKey ?? (options.SocketPath is { Length: > 0 } path ? AckedStateStore.DefaultKey(path)
+                : "fd-" + (options.InheritedFd ?? 0).ToString(System.Globalization.CultureInfo.InvariantCulture));
             if (!AckedStateStore.IsValidKey(_stateKey))
             {
                 throw new ArgumentException($"StateKey '{_stateKey}' is not a valid record key", nameof(options));
