@@ -4,7 +4,6 @@ using System.Collections.Concurrent;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using VhostCompat.Backend;
-using VhostCompat.Protocol;
 using VhostCompat.Queues;
 using VhostCompat.Virtio;
 

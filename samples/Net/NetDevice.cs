@@ -51,7 +51,7 @@ internal sealed partial class NetDevice : VhostUserDevice
     public override ulong QueueNumReply => (ulong)_queuePairs;
 
     // Announce migrated guests that cannot announce themselves (SEND_RARP).
-    public override VhostCompat.Protocol.VhostUserProtocolFeatures ProtocolFeatures => VhostCompat.Protocol.VhostUserProtocolFeatures.Rarp;
+    public override VhostCompat.Virtio.VhostUserProtocolFeatures ProtocolFeatures => VhostCompat.Virtio.VhostUserProtocolFeatures.Rarp;
 
     // Device state (DEVICE_STATE, migration): the MACs the switch learned on this port and the port's counters, so a
     // destination switch delivers to the migrated guest at once instead of flooding until it speaks, and counts on.

@@ -45,11 +45,12 @@ public sealed class PublicApiTests
     internal static string Render(Assembly assembly)
     {
         var sb = new StringBuilder();
-        foreach (Type t in assembly.GetExportedTypes().OrderBy(t => t.FullName, StringComparer.Ordinal))
+        // Compiler-generated names (the grouping types of C# 14 extension blocks, <G>$...) are not API anyone calls.
+        foreach (Type t in assembly.GetExportedTypes().Where(t => !t.FullName!.Contains('<', StringComparison.Ordinal)).OrderBy(t => t.FullName, StringComparer.Ordinal))
         {
             sb.Append(Kind(t)).Append(' ').AppendLine(t.FullName);
             var members = t.GetMembers(BindingFlags.Public | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly)
-                .Where(m => m is not MethodInfo { IsSpecialName: true })
+                .Where(m => m is not MethodInfo { IsSpecialName: true } && !m.Name.StartsWith('<'))
                 .Select(Describe)
                 .OrderBy(s => s, StringComparer.Ordinal);
             foreach (string m in members)

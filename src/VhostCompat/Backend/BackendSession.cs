@@ -21,11 +21,6 @@ namespace VhostCompat.Backend;
 /// </summary>
 internal sealed class BackendSession
 {
-    /// <summary>Protocol features the SDK can serve when the device asks for them.</summary>
-    internal const VhostUserProtocolFeatures DeviceSelectable =
-        VhostUserProtocolFeatures.Config | VhostUserProtocolFeatures.BackendReq | VhostUserProtocolFeatures.Mtu | VhostUserProtocolFeatures.Rarp
-        | VhostUserProtocolFeatures.InflightShmfd;
-
     private readonly VhostUserDevice _device;
     private readonly VhostUserBackendOptions _options;
     private readonly ILogger _logger;
@@ -76,26 +71,11 @@ internal sealed class BackendSession
         _offeredProtocol = (ulong)OfferedProtocolFeatures(device, options, pin);
     }
 
-    internal static ulong OfferedFeatures(VhostUserDevice device) =>
-        (device.DeviceFeatures & ~(VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures)) | VirtioFeatureBits.ProtocolFeatures | VirtioFeatureBits.LogAll;
+    internal static ulong OfferedFeatures(VhostUserDevice device) => DeviceOffer.Features(device.DeviceFeatures);
 
     /// <summary>GET_PROTOCOL_FEATURES: what the SDK implements, the device's own bits, and the pin's restrictions.</summary>
-    internal static VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserDevice device, VhostUserBackendOptions options, ProfilePin? pin = null)
-    {
-        var p = VhostUserProtocolFeatures.Mq | VhostUserProtocolFeatures.ReplyAck | VhostUserProtocolFeatures.Status | VhostUserProtocolFeatures.LogShmfd
-            | VhostUserProtocolFeatures.ResetDevice | (device.ProtocolFeatures & DeviceSelectable);
-        if (options.OfferMemorySlots)
-        {
-            p |= VhostUserProtocolFeatures.ConfigureMemSlots;
-        }
-
-        if (device.StateVersion != 0)
-        {
-            p |= VhostUserProtocolFeatures.DeviceState;
-        }
-
-        return pin?.OfferedProtocolFeatures(p) ?? p;
-    }
+    internal static VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserDevice device, VhostUserBackendOptions options, ProfilePin? pin = null) =>
+        DeviceOffer.ProtocolFeatures(device.ProtocolFeatures, device.StateVersion, options.OfferMemorySlots, pin);
 
     public ulong AckedFeatures => _ackedFeatures;
 

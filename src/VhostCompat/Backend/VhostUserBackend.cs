@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using VhostCompat.Compat;
 using VhostCompat.Protocol;
+using VhostCompat.Virtio;
 
 namespace VhostCompat.Backend;
 

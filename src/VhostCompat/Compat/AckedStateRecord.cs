@@ -59,9 +59,9 @@ public sealed class AckedStateRecord
             }
         }
 
-        if (config.Length > Protocol.DeviceConfigHeader.MaxConfigSize)
+        if (config.Length > VirtioConfigFields.MaxConfigSize)
         {
-            throw new ArgumentException($"config is {config.Length} bytes, more than {Protocol.DeviceConfigHeader.MaxConfigSize}", nameof(config));
+            throw new ArgumentException($"config is {config.Length} bytes, more than {VirtioConfigFields.MaxConfigSize}", nameof(config));
         }
 
         if (profile is not null && profile.DeviceType != deviceType)
@@ -126,7 +126,7 @@ public sealed class AckedStateRecord
     public FrontendInfo? Frontend { get; private init; }
 
     /// <summary>
-    /// The device-state format the source backend writes (<see cref="Backend.VhostUserDevice.StateVersion"/>) when the
+    /// The device-state format the source backend writes (the device's <c>StateVersion</c>) when the
     /// frontend acked DEVICE_STATE; null otherwise, and in records written before it existed.
     /// </summary>
     public uint? DeviceStateVersion { get; internal init; }

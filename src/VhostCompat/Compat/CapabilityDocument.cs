@@ -1,6 +1,4 @@
 using System.Text.Json;
-using VhostCompat.Backend;
-using VhostCompat.Protocol;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Compat;
@@ -70,7 +68,7 @@ public sealed class BackendCapabilities
     public FrontendInfo? Frontend { get; internal init; }
 
     /// <summary>
-    /// Device-state formats the backend loads (<see cref="Backend.VhostUserDevice.LoadableStateVersions"/>), when it
+    /// Device-state formats the backend loads (the device's <c>LoadableStateVersions</c>), when it
     /// offers DEVICE_STATE; empty when it does not, or when the document does not say (a probe, an older document).
     /// </summary>
     public IReadOnlyList<uint> DeviceStateVersions { get; internal init; } = [];
@@ -98,42 +96,6 @@ public sealed class BackendCapabilities
     public static BackendCapabilities FromOffer(VirtioDeviceType deviceType, ulong virtioFeatures, ulong protocolFeatures, int queues, int maxQueueSize, ReadOnlySpan<byte> config, int maxMemorySlots = 8, ulong? queueNumReply = null) =>
         new(deviceType, virtioFeatures, protocolFeatures, queues, maxQueueSize, config.Length,
             VirtioConfigFields.Decode(deviceType, virtioFeatures, config), null, maxMemorySlots, queueNumReply);
-
-    /// <summary>
-    /// What <paramref name="device"/> offers when served with <paramref name="options"/>: its whole
-    /// capability, or — when <paramref name="pinned"/> is given — exactly that profile.
-    /// </summary>
-    /// <exception cref="ProfileFormatException">The pinned profile asks for more than the device can do.</exception>
-    public static BackendCapabilities FromDevice(VhostUserDevice device, VhostUserBackendOptions options, ProfileCatalog? catalog = null, InterfaceProfile? pinned = null)
-    {
-        ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(options);
-        var pin = pinned is null ? null : ProfilePin.Create(device, pinned);
-        ulong features = BackendSession.OfferedFeatures(device);
-        ulong protocol = (ulong)BackendSession.OfferedProtocolFeatures(device, options, pin);
-        int queues = device.QueueCount;
-        int maxRing = device.MaxQueueSize;
-        ulong queueNum = device.QueueNumReply;
-        byte[] config = new byte[Math.Clamp(device.ConfigSize, 0, DeviceConfigHeader.MaxConfigSize)];
-        device.ReadConfig(0, config);
-        if (pin is not null)
-        {
-            features = pin.OfferedFeatures(features);
-            queues = pin.QueueCount;
-            maxRing = pin.MaxRingSize;
-            queueNum = pin.QueueNumReply;
-            pin.PatchConfig(0, config);
-        }
-
-        var fields = VirtioConfigFields.Decode(device.DeviceType, features, config);
-        return new BackendCapabilities(device.DeviceType, features, protocol, queues, maxRing, config.Length, fields, catalog,
-            options.OfferMemorySlots ? options.MaxMemorySlots : 8, queueNum)
-        {
-            DeviceStateVersions = (protocol & (ulong)VhostCompat.Protocol.VhostUserProtocolFeatures.DeviceState) != 0
-                ? [.. device.LoadableStateVersions.Distinct().Order()]
-                : [],
-        };
-    }
 }
 
 /// <summary>
@@ -154,27 +116,6 @@ public static class CapabilityDocument
     /// strings (as libvirt does on virtiofsd's <c>migrate-precopy</c>) can gate on profiles.
     /// </summary>
     internal const string ProfileFeaturePrefix = "vhostcompat-profile:";
-
-    /// <summary>Renders the document for a device served with the given options (no catalog).</summary>
-    public static string Render(VhostUserDevice device, VhostUserBackendOptions options) => Render(device, options, null);
-
-    /// <summary>Renders the document for a device served with the given options and its profile catalog.</summary>
-    /// <exception cref="ArgumentException">The catalog is for another device type or asks for more than the device can do.</exception>
-    public static string Render(VhostUserDevice device, VhostUserBackendOptions options, ProfileCatalog? catalog)
-    {
-        ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(options);
-        if (catalog is not null)
-        {
-            var problems = catalog.ValidateAgainst(device);
-            if (problems.Count > 0)
-            {
-                throw new ArgumentException("profile catalog does not fit the device: " + string.Join("; ", problems), nameof(catalog));
-            }
-        }
-
-        return Render(BackendCapabilities.FromDevice(device, options, catalog));
-    }
 
     /// <summary>Renders a capability set as a document (indented JSON, no trailing newline).</summary>
     public static string Render(BackendCapabilities capabilities)
@@ -275,7 +216,7 @@ public static class CapabilityDocument
 
         Range(fileName, P + "queues", v.Queues, 1, 255);
         Range(fileName, P + "max-queue-size", v.MaxQueueSize, 1, 32768);
-        Range(fileName, P + "config-size", v.ConfigSize, 0, DeviceConfigHeader.MaxConfigSize);
+        Range(fileName, P + "config-size", v.ConfigSize, 0, VirtioConfigFields.MaxConfigSize);
         Range(fileName, P + "max-memory-slots", v.MaxMemorySlots, 1, 509);
         if (v.QueueNumReply is > 255)
         {

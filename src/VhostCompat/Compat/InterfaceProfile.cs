@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using VhostCompat.Backend;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Compat;
@@ -321,12 +320,11 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
     }
 
     /// <summary>
-    /// The full capability of a device as a profile: its <see cref="VhostUserDevice.DeviceFeatures"/>
-    /// (known, non-vhost-only bits), <see cref="VhostUserDevice.MaxQueueSize"/> and
-    /// <see cref="VhostUserDevice.QueueCount"/>. Config values are not pinned.
+    /// The full capability of a described device as a profile: its known, non-vhost-only feature bits, ring limit
+    /// and queue count. Config values are not pinned.
     /// </summary>
     /// <exception cref="ProfileFormatException">The device's own features break a rule.</exception>
-    public static InterfaceProfile FromDevice(VhostUserDevice device, string? id = null)
+    internal static InterfaceProfile FromDescription(DeviceDescription device, string? id = null)
     {
         ArgumentNullException.ThrowIfNull(device);
         ulong features = device.DeviceFeatures & VirtioFeatures.KnownMask(device.DeviceType) & ~VirtioFeatures.VhostOnlyMask;
@@ -364,16 +362,6 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
         }
 
         return problems;
-    }
-
-    /// <summary>Same as <see cref="CheckSupportedBy(ulong, int, ushort)"/> for a device's declared capability.</summary>
-    public IReadOnlyList<string> CheckSupportedBy(VhostUserDevice device)
-    {
-        ArgumentNullException.ThrowIfNull(device);
-        var problems = CheckSupportedBy(device.DeviceFeatures, device.QueueCount, device.MaxQueueSize);
-        return DeviceState == true && device.StateVersion == 0
-            ? [.. problems, "device_state=on, but the device has no state to transfer (StateVersion 0)"]
-            : problems;
     }
 
     /// <summary>

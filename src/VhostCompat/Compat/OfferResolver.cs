@@ -94,7 +94,7 @@ internal static class OfferResolver
         byte[] patched = config.ToArray();
         pin.PatchConfig(0, patched);
         var fields = patched.Length > 0 ? VirtioConfigFields.Decode(capability.DeviceType, features, patched) : capability.Config;
-        return new BackendCapabilities(capability.DeviceType, features, (ulong)pin.OfferedProtocolFeatures((VhostCompat.Protocol.VhostUserProtocolFeatures)capability.ProtocolFeatures),
+        return new BackendCapabilities(capability.DeviceType, features, (ulong)pin.OfferedProtocolFeatures((VhostCompat.Virtio.VhostUserProtocolFeatures)capability.ProtocolFeatures),
             pin.QueueCount, pin.MaxRingSize, capability.ConfigSize, fields, capability.Catalog, capability.MaxMemorySlots, pin.QueueNumReply)
         {
             Frontend = capability.Frontend,

@@ -167,7 +167,7 @@ public static class PreflightCheck
                     $"protocol features acked on the source are not offered: {string.Join(", ", names)} ({FeatureText.Hex(missingProtocol)})", names));
             }
 
-            if (record.DeviceStateVersion is { } sv && (record.AckedProtocolFeatures & (ulong)Protocol.VhostUserProtocolFeatures.DeviceState) != 0
+            if (record.DeviceStateVersion is { } sv && (record.AckedProtocolFeatures & (ulong)Virtio.VhostUserProtocolFeatures.DeviceState) != 0
                 && dst.DeviceStateVersions.Count > 0 && !dst.DeviceStateVersions.Contains(sv))
             {
                 findings.Add(Error("device-state-version",

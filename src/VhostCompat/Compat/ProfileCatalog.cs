@@ -1,4 +1,3 @@
-using VhostCompat.Backend;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Compat;
@@ -121,8 +120,8 @@ public sealed class ProfileCatalog
         return problems;
     }
 
-    /// <summary>Same as <see cref="ValidateAgainst(ulong, int, ushort)"/> for a device's declared capability; also checks the device type.</summary>
-    public IReadOnlyList<string> ValidateAgainst(VhostUserDevice device)
+    /// <summary>Same as <see cref="ValidateAgainst(ulong, int, ushort)"/> for a described device; also checks the device type.</summary>
+    internal IReadOnlyList<string> ValidateAgainst(DeviceDescription device)
     {
         ArgumentNullException.ThrowIfNull(device);
         if (device.DeviceType != DeviceType)

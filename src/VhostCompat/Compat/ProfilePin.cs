@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using VhostCompat.Backend;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Compat;
@@ -37,14 +36,14 @@ internal sealed class ProfilePin
     public ulong QueueNumReply => Profile.QueueNumReply;
 
     /// <summary>GET_PROTOCOL_FEATURES under the pin: without DEVICE_STATE when the profile says <c>device_state=off</c>.</summary>
-    public VhostCompat.Protocol.VhostUserProtocolFeatures OfferedProtocolFeatures(VhostCompat.Protocol.VhostUserProtocolFeatures offered) =>
-        Profile.DeviceState == false ? offered & ~VhostCompat.Protocol.VhostUserProtocolFeatures.DeviceState : offered;
+    public VhostUserProtocolFeatures OfferedProtocolFeatures(VhostUserProtocolFeatures offered) =>
+        Profile.DeviceState == false ? offered & ~VhostUserProtocolFeatures.DeviceState : offered;
 
     /// <summary>
-    /// Pins <paramref name="device"/> to <paramref name="profile"/>.
+    /// Pins the described device to <paramref name="profile"/>.
     /// </summary>
     /// <exception cref="ProfileFormatException">Another device type, or the profile asks for more than the device can do (every problem listed).</exception>
-    public static ProfilePin Create(VhostUserDevice device, InterfaceProfile profile, bool isExplicit = true)
+    public static ProfilePin Create(DeviceDescription device, InterfaceProfile profile, bool isExplicit = true)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(profile);
@@ -53,7 +52,7 @@ internal sealed class ProfilePin
             throw new ProfileFormatException("type", $"profile {profile} is for {VirtioFeatures.TypeLabel(profile.DeviceType)}, the device is {VirtioFeatures.TypeLabel(device.DeviceType)}");
         }
 
-        var problems = profile.CheckSupportedBy(device);
+        var problems = DeviceOffer.SupportProblems(device, profile);
         if (problems.Count > 0)
         {
             throw new ProfileFormatException(null, $"this build cannot offer profile {profile}: {string.Join("; ", problems)}");
@@ -91,7 +90,7 @@ internal sealed class ProfilePin
         }
 
         var problems = profile.CheckSupportedBy(offer.VirtioFeatures, offer.Queues, (ushort)Math.Clamp(offer.MaxQueueSize, 0, ushort.MaxValue));
-        return profile.DeviceState == true && (offer.ProtocolFeatures & (ulong)VhostCompat.Protocol.VhostUserProtocolFeatures.DeviceState) == 0
+        return profile.DeviceState == true && (offer.ProtocolFeatures & (ulong)VhostUserProtocolFeatures.DeviceState) == 0
             ? [.. problems, "device_state=on, but the backend does not offer DEVICE_STATE"]
             : problems;
     }
@@ -102,7 +101,7 @@ internal sealed class ProfilePin
     /// null when there is neither (the device's whole capability is offered).
     /// </summary>
     /// <exception cref="ProfileFormatException">Unknown id, invalid value list, or a profile the device cannot offer.</exception>
-    public static ProfilePin? Resolve(VhostUserDevice device, ProfileCatalog? catalog, string? pin)
+    public static ProfilePin? Resolve(DeviceDescription device, ProfileCatalog? catalog, string? pin)
     {
         ArgumentNullException.ThrowIfNull(device);
         InterfaceProfile? profile = null;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using VhostCompat.Protocol;
+using VhostCompat.Virtio;
 
 namespace VhostCompat.Compat;
 

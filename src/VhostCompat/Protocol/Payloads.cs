@@ -150,7 +150,7 @@ internal readonly record struct DeviceConfigHeader(uint Offset, uint Size, uint 
     public const int Length = 12;
 
     /// <summary>Largest config space this SDK serves (virtio-blk's is 72+ bytes, net's 24).</summary>
-    public const int MaxConfigSize = 256;
+    public const int MaxConfigSize = Virtio.VirtioConfigFields.MaxConfigSize;
 
     /// <summary>flags = 1: the write is part of a live migration (QEMU VHOST_SET_CONFIG_TYPE_MIGRATION).</summary>
     public const uint FlagMigration = 1;

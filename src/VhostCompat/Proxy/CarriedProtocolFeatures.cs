@@ -1,4 +1,5 @@
 using VhostCompat.Protocol;
+using VhostCompat.Virtio;
 
 namespace VhostCompat.Proxy;
 

@@ -37,7 +37,7 @@ internal sealed class ProxyRecordKeeper
     {
         var sizes = state.RingSizes.Where(kv => kv.Key < (uint)_queueCount).ToDictionary(kv => (int)kv.Key, kv => kv.Value);
         var candidate = new AckedStateRecord(_key, _type, state.AckedFeatures, state.AckedProtocol, _pin?.Profile, _queueCount, sizes,
-            Config.AsSpan(0, Math.Min(Config.Length, Protocol.DeviceConfigHeader.MaxConfigSize)), profilePinned: _pin?.IsExplicit ?? false);
+            Config.AsSpan(0, Math.Min(Config.Length, VirtioConfigFields.MaxConfigSize)), profilePinned: _pin?.IsExplicit ?? false);
         if (Current is { } current && current.SameStateAs(candidate))
         {
             return;

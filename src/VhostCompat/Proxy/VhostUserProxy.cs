@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using VhostCompat.Compat;
 using VhostCompat.Frontend;
 using VhostCompat.Protocol;
+using VhostCompat.Virtio;
 
 namespace VhostCompat.Proxy;
 

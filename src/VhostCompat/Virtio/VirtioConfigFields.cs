@@ -11,6 +11,9 @@ namespace VhostCompat.Virtio;
 /// </summary>
 internal static class VirtioConfigFields
 {
+    /// <summary>Largest config space this SDK serves or records (virtio-blk's is 60+ bytes, virtio-input's 136).</summary>
+    public const int MaxConfigSize = 256;
+
     public static SortedDictionary<string, string> Decode(VirtioDeviceType type, ulong features, ReadOnlySpan<byte> config)
     {
         var fields = new SortedDictionary<string, string>(StringComparer.Ordinal);

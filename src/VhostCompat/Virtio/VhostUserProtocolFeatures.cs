@@ -1,4 +1,4 @@
-namespace VhostCompat.Protocol;
+namespace VhostCompat.Virtio;
 
 /// <summary>
 /// vhost-user protocol feature bits (GET/SET_PROTOCOL_FEATURES), as numbered in the vhost-user
