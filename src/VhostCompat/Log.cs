@@ -86,6 +86,18 @@ internal static partial class Log
     [LoggerMessage(27, LogLevel.Debug, "Refused request {Request}: {Reason}")]
     public static partial void RingSizeRefusedAgain(ILogger logger, string request, string reason);
 
+    [LoggerMessage(40, LogLevel.Warning, "The frontend acked {Names} (0x{Bits:x}), which this backend never offered; accepted and ignored: the frontend implements it with the ring messages this backend serves (docs/protocol.md, frontend quirks)")]
+    public static partial void UnofferedBitsIgnored(ILogger logger, string names, ulong bits);
+
+    [LoggerMessage(41, LogLevel.Information, "Interface complete ({Trigger}): saving the acked-state record")]
+    public static partial void RecordTrigger(ILogger logger, string trigger);
+
+    [LoggerMessage(42, LogLevel.Information, "Sent {Request} to the frontend on the backend-request channel")]
+    public static partial void BackendRequestSent(ILogger logger, string request);
+
+    [LoggerMessage(43, LogLevel.Warning, "Could not send {Request} to the frontend: {Reason}")]
+    public static partial void BackendRequestFailed(ILogger logger, string request, string reason);
+
     [LoggerMessage(100, LogLevel.Information, "Proxy connected to the {Peer} on {Path}")]
     public static partial void ProxyConnected(ILogger logger, string peer, string path);
 

@@ -80,8 +80,7 @@ public sealed class VhostUserBackend
         // The one resolver (OfferResolver, shared with the proxy): the record's profile is served again without a pin,
         // an explicit pin must equal it, and the resulting offer must honour the record.
         var capability = BackendCapabilities.FromDevice(_device, _options, _device.Catalog);
-        byte[] config = new byte[Math.Clamp(_device.ConfigSize, 0, DeviceConfigHeader.MaxConfigSize)];
-        _device.ReadConfig(0, config);
+        byte[] config = DeviceCompat.Describe(_device).Config;
         var resolved = OfferResolver.Resolve(capability, config, _device.Catalog, _options.CompatProfile, record, catalogLatestByDefault: true);
         if (!resolved.Servable)
         {
@@ -108,11 +107,17 @@ public sealed class VhostUserBackend
         }
     }
 
+    /// <summary>
+    /// What this backend offers now (features, protocol features, queues, ring limit, GET_QUEUE_NUM, config), under its
+    /// pin or saved record: the object every connection serves and the capability document renders.
+    /// </summary>
+    public BackendCapabilities Offer => DeviceOffer.For(DeviceCompat.Describe(_device), DeviceCompat.SlotsOf(_options), _pin, _device.Catalog);
+
     /// <summary>Virtio features offered in GET_FEATURES (the device's plus VHOST_USER_F_PROTOCOL_FEATURES).</summary>
-    public ulong OfferedFeatures => _pin?.OfferedFeatures(BackendSession.OfferedFeatures(_device)) ?? BackendSession.OfferedFeatures(_device);
+    public ulong OfferedFeatures => Offer.VirtioFeatures;
 
     /// <summary>Protocol features offered in GET_PROTOCOL_FEATURES.</summary>
-    public VhostUserProtocolFeatures OfferedProtocolFeatures => BackendSession.OfferedProtocolFeatures(_device, _options, _pin);
+    public VhostUserProtocolFeatures OfferedProtocolFeatures => (VhostUserProtocolFeatures)Offer.ProtocolFeatures;
 
     /// <summary>Raised (on the session's thread) after each frontend connection ends, with the reason.</summary>
     public event Action<string>? SessionEnded;
@@ -255,7 +260,7 @@ public sealed class VhostUserBackend
         string reason;
         try
         {
-            var session = new BackendSession(_device, _options, _pool!, _logger, _pin, _store is null ? null : r => SaveRecord(r), _stateKey);
+            var session = new BackendSession(_device, _options, _pool!, _logger, _pin, _store is null ? null : r => SaveRecord(r), _stateKey, Offer);
             reason = await session.RunAsync(connection, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

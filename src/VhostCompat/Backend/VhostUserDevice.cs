@@ -126,6 +126,13 @@ public abstract class VhostUserDevice
     /// </summary>
     public virtual bool LoadState(uint version, ReadOnlySpan<byte> state) => false;
 
+    /// <summary>
+    /// The backend-request channel of the current connection, for requests the device sends to the frontend
+    /// (<see cref="BackendChannel.NotifyConfigChanged"/>). Opt in with <see cref="VhostUserProtocolFeatures.BackendReq"/>
+    /// in <see cref="ProtocolFeatures"/>; closed while no frontend is connected or it did not set the channel up.
+    /// </summary>
+    public BackendChannel BackendRequests { get; } = new();
+
     /// <summary>Called when the frontend connection ends, after every queue has stopped. The next connection starts from scratch.</summary>
     public virtual void OnDisconnected()
     {

@@ -33,6 +33,9 @@ public static class VirtioFeatureBits
     /// <summary>Bit 35: VIRTIO_F_IN_ORDER.</summary>
     public const ulong InOrder = 1UL << 35;
 
+    /// <summary>Bit 40: VIRTIO_F_RING_RESET (per-queue reset; QEMU's property <c>queue_reset</c>).</summary>
+    public const ulong RingReset = 1UL << 40;
+
     /// <summary>Bit 15 of virtio-net: VIRTIO_NET_F_MRG_RXBUF.</summary>
     public const ulong NetMrgRxbuf = 1UL << 15;
 
