@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
-using VhostCompat.Queues;
 
 namespace VhostCompat;
 
@@ -14,7 +13,7 @@ internal static class Metrics
     public const string MeterName = "VhostCompat";
 
     private static readonly Meter Meter = new(MeterName, typeof(Metrics).Assembly.GetName().Version?.ToString());
-    private static readonly ConcurrentDictionary<Virtqueue, KeyValuePair<string, object?>[]> LiveQueues = new();
+    private static readonly ConcurrentDictionary<object, LiveQueue> LiveQueues = new();
 
     public static readonly Counter<long> Connections = Meter.CreateCounter<long>("vhostcompat.connections", "{connection}", "Frontend connections accepted or established");
 
@@ -34,14 +33,18 @@ internal static class Metrics
         Meter.CreateObservableCounter("vhostcompat.queue.bytes", ObserveBytes, "By", "Bytes moved per queue (read from and written to guest buffers)");
     }
 
-    public static void Track(Virtqueue queue, string device, string endpoint) =>
-        LiveQueues[queue] = [new("vhostcompat.device", device), new("vhostcompat.endpoint", endpoint), new("vhostcompat.queue", queue.Index)];
+    /// <summary>Starts observing a running queue (<paramref name="queue"/> is the key for <see cref="Untrack"/>).</summary>
+    public static void Track(object queue, int index, Func<long> chains, Func<long> bytes, string device, string endpoint) =>
+        LiveQueues[queue] = new LiveQueue(chains, bytes, [new("vhostcompat.device", device), new("vhostcompat.endpoint", endpoint), new("vhostcompat.queue", index)]);
 
-    public static void Untrack(Virtqueue queue) => LiveQueues.TryRemove(queue, out _);
+    public static void Untrack(object queue) => LiveQueues.TryRemove(queue, out _);
 
     private static IEnumerable<Measurement<long>> ObserveChains() =>
-        LiveQueues.Select(q => new Measurement<long>(q.Key.CompletedChains, q.Value));
+        LiveQueues.Select(q => new Measurement<long>(q.Value.Chains(), q.Value.Tags));
 
     private static IEnumerable<Measurement<long>> ObserveBytes() =>
-        LiveQueues.Select(q => new Measurement<long>(q.Key.CompletedBytes, q.Value));
+        LiveQueues.Select(q => new Measurement<long>(q.Value.Bytes(), q.Value.Tags));
+
+    /// <summary>How a live queue's counters are read (the queue types stay out of this shared file).</summary>
+    private sealed record LiveQueue(Func<long> Chains, Func<long> Bytes, KeyValuePair<string, object?>[] Tags);
 }

@@ -315,26 +315,8 @@ internal sealed class BackendSession
                     ? Outcome.Reject("ACCESS_PLATFORM was not negotiated")
                     : Outcome.Reject("IOTLB is not supported");
             default:
-                return Unsupported(request);
+                return UnsupportedRequests.Refusal(request, _negotiation);
         }
-    }
-
-    /// <summary>Requests this SDK does not implement: refused behind their protocol feature, with the reason.</summary>
-    private Outcome Unsupported(FrontendRequest request)
-    {
-        (VhostUserProtocolFeatures gate, string reason) = request switch
-        {
-            FrontendRequest.SetVringEndian => (VhostUserProtocolFeatures.CrossEndian, "cross-endian rings are not supported"),
-            FrontendRequest.PostcopyAdvise or FrontendRequest.PostcopyListen or FrontendRequest.PostcopyEnd => (VhostUserProtocolFeatures.Pagefault, "postcopy is not supported"),
-            FrontendRequest.VringKick => (VhostUserProtocolFeatures.InbandNotifications, "in-band notifications are not supported"),
-            FrontendRequest.GetSharedObject => (VhostUserProtocolFeatures.SharedObject, "shared objects are not supported"),
-            FrontendRequest.GetShmemConfig => (VhostUserProtocolFeatures.Shmem, "VIRTIO Shared Memory Regions are not supported"),
-            FrontendRequest.GetVringBaseSkipDrain => (VhostUserProtocolFeatures.GetVringBaseSkipDrain, "stopping a ring without draining is not supported"),
-            FrontendRequest.CreateCryptoSession or FrontendRequest.CloseCryptoSession => (VhostUserProtocolFeatures.CryptoSession, "crypto sessions are not supported"),
-            FrontendRequest.GpuSetSocket => (VhostUserProtocolFeatures.None, "GPU_SET_SOCKET is only valid for vhost-user-gpu devices"),
-            _ => (VhostUserProtocolFeatures.None, "unknown request code"),
-        };
-        return (gate != VhostUserProtocolFeatures.None ? _negotiation.Gate(gate) : null) ?? Outcome.Reject(reason);
     }
 
     private Outcome SetFeatures(ulong features)

@@ -231,7 +231,7 @@ internal sealed class RingLifecycle
             Metrics.BrokenQueues.Add(1);
         };
         AttachInflight(ring, queue);
-        Metrics.Track(queue, _device.DeviceType.ToString(), _options.SocketPath ?? $"fd{_options.InheritedFd}");
+        Metrics.Track(queue, queue.Index, () => queue.CompletedChains, () => queue.CompletedBytes, _device.DeviceType.ToString(), _options.SocketPath ?? $"fd{_options.InheritedFd}");
         ring.Lease = memory;
         ring.Queue = queue;
         ring.Worker = _workers.Next();

@@ -1,5 +1,4 @@
 using System.Globalization;
-using VhostCompat.Protocol;
 using VhostCompat.Virtio;
 
 namespace VhostCompat.Compat;
