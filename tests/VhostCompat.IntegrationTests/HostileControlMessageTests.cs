@@ -17,7 +17,7 @@ public sealed class HostileControlMessageTests : HostileTestBase
     {
         using (var efd = FileDescriptor.CreateEventFd())
         {
-            byte[] frame = MessageDecoder.Encode((uint)FrontendRequest.SetVringCall, 0x1, U64(0));
+            byte[] frame = MessageFraming.Encode((uint)FrontendRequest.SetVringCall, 0x1, U64(0));
             Raw.SendBytes(frame.AsSpan(0, bytes), [efd.Value]);
         }
         await AssertNoLeaksAfterDisconnectAsync();
@@ -37,7 +37,7 @@ public sealed class HostileControlMessageTests : HostileTestBase
     public async Task A2_fragmented_message_with_fds_on_the_first_fragment_is_reassembled()
     {
         await NegotiateProtocolAsync();
-        byte[] frame = MessageDecoder.Encode((uint)FrontendRequest.SetVringCall, 0x9, U64(1));
+        byte[] frame = MessageFraming.Encode((uint)FrontendRequest.SetVringCall, 0x9, U64(1));
         using (var call = new EventNotifier())
         {
             Raw.SendBytes(frame.AsSpan(0, 1), [call.Fd]);

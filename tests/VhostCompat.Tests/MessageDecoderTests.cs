@@ -35,7 +35,7 @@ public class MessageDecoderTests
 
     private static void ShouldDecodeSetVringAddr(ReadOnlySequence<byte> sequence, byte[] message)
     {
-        bool ok = MessageDecoder.TryDecode(sequence, out MessageHeader header, out byte[] payload, out long consumed);
+        bool ok = MessageFraming.TryDecode(sequence, out MessageHeader header, out byte[] payload, out long consumed);
 
         ok.Should().BeTrue();
         header.Should().Be(new MessageHeader(9, 0x9, 40));
@@ -90,10 +90,10 @@ public class MessageDecoderTests
         for (int split = 1; split < both.Length; split++)
         {
             ReadOnlySequence<byte> seq = Sequences.SplitAt(both, split);
-            MessageDecoder.TryDecode(seq, out _, out _, out long consumed).Should().BeTrue();
+            MessageFraming.TryDecode(seq, out _, out _, out long consumed).Should().BeTrue();
             consumed.Should().Be(first.Length);
 
-            MessageDecoder.TryDecode(seq.Slice(consumed), out MessageHeader h2, out byte[] p2, out long c2).Should().BeTrue();
+            MessageFraming.TryDecode(seq.Slice(consumed), out MessageHeader h2, out byte[] p2, out long c2).Should().BeTrue();
             h2.Should().Be(new MessageHeader(1, 1, 0));
             p2.Should().BeEmpty();
             c2.Should().Be(12);
@@ -105,7 +105,7 @@ public class MessageDecoderTests
     {
         byte[] m = Header(1, 0x1, 0);
 
-        MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m), out MessageHeader h, out byte[] p, out long consumed).Should().BeTrue();
+        MessageFraming.TryDecode(new ReadOnlySequence<byte>(m), out MessageHeader h, out byte[] p, out long consumed).Should().BeTrue();
 
         h.Should().Be(new MessageHeader(1, 1, 0));
         p.Should().BeEmpty();
@@ -118,14 +118,14 @@ public class MessageDecoderTests
         byte[] m = SetVringAddrMessage();
         for (int n = 0; n < 12; n++)
         {
-            MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m, 0, n), out _, out byte[] p, out long consumed)
+            MessageFraming.TryDecode(new ReadOnlySequence<byte>(m, 0, n), out _, out byte[] p, out long consumed)
                 .Should().BeFalse($"{n} bytes are not a header");
             consumed.Should().Be(0);
             p.Should().BeEmpty();
 
             if (n >= 2)
             {
-                MessageDecoder.TryDecode(Sequences.SplitAt(m[..n], 1), out _, out _, out consumed).Should().BeFalse();
+                MessageFraming.TryDecode(Sequences.SplitAt(m[..n], 1), out _, out _, out consumed).Should().BeFalse();
                 consumed.Should().Be(0);
             }
         }
@@ -137,12 +137,12 @@ public class MessageDecoderTests
         byte[] m = SetVringAddrMessage();
         for (int n = 12; n < m.Length; n++)
         {
-            MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m, 0, n), out _, out byte[] p, out long consumed)
+            MessageFraming.TryDecode(new ReadOnlySequence<byte>(m, 0, n), out _, out byte[] p, out long consumed)
                 .Should().BeFalse($"{n - 12} of 40 payload bytes present");
             consumed.Should().Be(0);
             p.Should().BeEmpty();
 
-            MessageDecoder.TryDecode(Sequences.SplitAt(m[..n], 6), out _, out _, out consumed).Should().BeFalse();
+            MessageFraming.TryDecode(Sequences.SplitAt(m[..n], 6), out _, out _, out consumed).Should().BeFalse();
             consumed.Should().Be(0);
         }
     }
@@ -153,13 +153,13 @@ public class MessageDecoderTests
         byte[] m = [.. Header(25, 0x1, 4096), .. new byte[4096]];
         m[^1] = 0x5A;
 
-        MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m), out MessageHeader h, out byte[] p, out long consumed).Should().BeTrue();
+        MessageFraming.TryDecode(new ReadOnlySequence<byte>(m), out MessageHeader h, out byte[] p, out long consumed).Should().BeTrue();
 
         h.Size.Should().Be(4096u);
         p.Length.Should().Be(4096);
         p[^1].Should().Be(0x5A);
         consumed.Should().Be(12 + 4096);
-        MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m, 0, m.Length - 1), out _, out _, out _).Should().BeFalse();
+        MessageFraming.TryDecode(new ReadOnlySequence<byte>(m, 0, m.Length - 1), out _, out _, out _).Should().BeFalse();
     }
 
     [Theory]
@@ -171,7 +171,7 @@ public class MessageDecoderTests
     {
         byte[] header = Header(5, 0x1, size);
 
-        Action decode = () => MessageDecoder.TryDecode(new ReadOnlySequence<byte>(header), out _, out _, out _);
+        Action decode = () => MessageFraming.TryDecode(new ReadOnlySequence<byte>(header), out _, out _, out _);
 
         decode.Should().Throw<VhostUserFramingException>().WithMessage($"*{size}*");
     }
@@ -192,7 +192,7 @@ public class MessageDecoderTests
             long before = GC.GetAllocatedBytesForCurrentThread();
             try
             {
-                MessageDecoder.TryDecode(s, out _, out _, out _);
+                MessageFraming.TryDecode(s, out _, out _, out _);
             }
             catch (VhostUserFramingException)
             {
@@ -218,7 +218,7 @@ public class MessageDecoderTests
     {
         byte[] m = [.. Header(1, flags, 0)];
 
-        Action decode = () => MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m), out _, out _, out _);
+        Action decode = () => MessageFraming.TryDecode(new ReadOnlySequence<byte>(m), out _, out _, out _);
 
         decode.Should().Throw<VhostUserFramingException>().WithMessage("*version*");
     }
@@ -228,7 +228,7 @@ public class MessageDecoderTests
     {
         byte[] m = Header(9, 0x2, 40);
 
-        Action decode = () => MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m), out _, out _, out _);
+        Action decode = () => MessageFraming.TryDecode(new ReadOnlySequence<byte>(m), out _, out _, out _);
 
         decode.Should().Throw<VhostUserFramingException>();
     }
@@ -241,7 +241,7 @@ public class MessageDecoderTests
         {
             try
             {
-                MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m), out _, out _, out _);
+                MessageFraming.TryDecode(new ReadOnlySequence<byte>(m), out _, out _, out _);
                 return "accepted";
             }
             catch (VhostUserFramingException e)
@@ -260,7 +260,7 @@ public class MessageDecoderTests
     {
         byte[] m = Header(3, flags, 0);
 
-        MessageDecoder.TryDecode(new ReadOnlySequence<byte>(m), out MessageHeader h, out _, out _).Should().BeTrue();
+        MessageFraming.TryDecode(new ReadOnlySequence<byte>(m), out MessageHeader h, out _, out _).Should().BeTrue();
 
         h.Flags.Should().Be(flags);
     }

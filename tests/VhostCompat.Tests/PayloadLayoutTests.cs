@@ -66,7 +66,7 @@ public class PayloadLayoutTests
     [Fact]
     public void MessageDecoder_Encode_writes_header_then_payload_without_padding()
     {
-        byte[] encoded = MessageDecoder.Encode(8, 0x9, [0xAA, 0xBB, 0xCC]);
+        byte[] encoded = MessageFraming.Encode(8, 0x9, [0xAA, 0xBB, 0xCC]);
 
         encoded.Should().Equal(
             0x08, 0x00, 0x00, 0x00,

@@ -52,7 +52,7 @@ public sealed class BackendChannel
                 : null;
             if (error is null)
             {
-                byte[] frame = MessageDecoder.Encode((uint)BackendRequest.ConfigChangeMsg, MessageHeader.Version, []);
+                byte[] frame = MessageFraming.Encode((uint)BackendRequest.ConfigChangeMsg, MessageHeader.Version, []);
                 int n = Libc.SendWithFds(_socket!.Value, frame, default);
                 error = n == frame.Length ? null : n < 0 ? Libc.ErrorText("sendmsg", -n) : $"short send ({n} of {frame.Length} bytes)";
             }

@@ -74,7 +74,7 @@ internal sealed class BackendSession
 
     internal Memory.GuestMemoryTable Memory => _rings.Memory;
 
-    internal IReadOnlyList<Vring> Rings => _rings.Rings;
+    internal IReadOnlyList<VirtqueueSetup> Rings => _rings.Rings;
 
     /// <summary>Runs the message loop until the frontend disconnects, a framing error occurs, a refused request forces a close, or cancellation.</summary>
     public async Task<string> RunAsync(VhostUserConnection connection, CancellationToken cancellationToken)

@@ -13,7 +13,7 @@ namespace VhostCompat.Backend;
 /// </summary>
 internal sealed class RingLifecycle
 {
-    private readonly Vring[] _rings;
+    private readonly VirtqueueSetup[] _rings;
     private readonly VhostUserDevice _device;
     private readonly Negotiation _negotiation;
     private readonly VhostUserBackendOptions _options;
@@ -27,17 +27,17 @@ internal sealed class RingLifecycle
         _options = options;
         _workers = workers;
         _logger = logger;
-        _rings = new Vring[queues];
+        _rings = new VirtqueueSetup[queues];
         for (int i = 0; i < queues; i++)
         {
-            _rings[i] = new Vring(i);
+            _rings[i] = new VirtqueueSetup(i);
         }
     }
 
     /// <summary>Raised after a ring started (the session decides whether the interface is complete).</summary>
-    public event Action<Vring>? RingStarted;
+    public event Action<VirtqueueSetup>? RingStarted;
 
-    public IReadOnlyList<Vring> Rings => _rings;
+    public IReadOnlyList<VirtqueueSetup> Rings => _rings;
 
     public int Count => _rings.Length;
 
@@ -52,7 +52,7 @@ internal sealed class RingLifecycle
 
     public bool AnyStarted => _rings.Any(r => r.Started);
 
-    public bool TryGet(uint index, out Vring ring, out Outcome refused)
+    public bool TryGet(uint index, out VirtqueueSetup ring, out Outcome refused)
     {
         if (index >= (uint)_rings.Length)
         {
@@ -151,7 +151,7 @@ internal sealed class RingLifecycle
     }
 
     /// <summary>Why the ring's areas cannot be translated through the current table, or null.</summary>
-    public string? TranslationError(Vring ring)
+    public string? TranslationError(VirtqueueSetup ring)
     {
         bool packed = _negotiation.PackedRing;
         ulong n = (ulong)ring.Size;
@@ -177,7 +177,7 @@ internal sealed class RingLifecycle
     }
 
     /// <summary>Starts the ring when it has everything it needs; otherwise logs what is missing (unless <paramref name="quiet"/>).</summary>
-    public void TryStart(Vring ring, bool quiet)
+    public void TryStart(VirtqueueSetup ring, bool quiet)
     {
         if (ring.Started || !ring.KickSet)
         {
@@ -248,7 +248,7 @@ internal sealed class RingLifecycle
     /// Gives a starting queue its inflight region. A region that fails validation breaks the queue (the
     /// frontend sees its error fd) rather than letting it run untracked or on corrupt state.
     /// </summary>
-    private void AttachInflight(Vring ring, Virtqueue queue)
+    private void AttachInflight(VirtqueueSetup ring, Virtqueue queue)
     {
         if (Inflight is not { } area || !_negotiation.Acked(VhostUserProtocolFeatures.InflightShmfd))
         {
@@ -280,7 +280,7 @@ internal sealed class RingLifecycle
     }
 
     /// <summary>Stops a running ring: after this the worker never touches the queue, its memory lease or inflight region again.</summary>
-    public void Stop(Vring ring, string why)
+    public void Stop(VirtqueueSetup ring, string why)
     {
         if (!ring.Started)
         {

@@ -27,7 +27,7 @@ internal sealed class RingRequests
 
     public Outcome SetNum(VringStatePayload s)
     {
-        if (!_rings.TryGet(s.Index, out Vring ring, out Outcome refused))
+        if (!_rings.TryGet(s.Index, out VirtqueueSetup ring, out Outcome refused))
         {
             return refused;
         }
@@ -58,7 +58,7 @@ internal sealed class RingRequests
 
     public Outcome SetAddress(VringAddressPayload a)
     {
-        if (!_rings.TryGet(a.Index, out Vring ring, out Outcome refused))
+        if (!_rings.TryGet(a.Index, out VirtqueueSetup ring, out Outcome refused))
         {
             return refused;
         }
@@ -94,7 +94,7 @@ internal sealed class RingRequests
 
     public Outcome SetBase(VringStatePayload s)
     {
-        if (!_rings.TryGet(s.Index, out Vring ring, out Outcome refused))
+        if (!_rings.TryGet(s.Index, out VirtqueueSetup ring, out Outcome refused))
         {
             return refused;
         }
@@ -115,7 +115,7 @@ internal sealed class RingRequests
 
     public Outcome GetBase(VringStatePayload s)
     {
-        if (!_rings.TryGet(s.Index, out Vring ring, out Outcome refused))
+        if (!_rings.TryGet(s.Index, out VirtqueueSetup ring, out Outcome refused))
         {
             return refused;
         }
@@ -130,7 +130,7 @@ internal sealed class RingRequests
     public Outcome SetFile(FrontendRequest request, ulong word, VhostUserMessage message)
     {
         ulong index = word & VringFileWord.IndexMask;
-        if (!_rings.TryGet((uint)index, out Vring ring, out Outcome refused))
+        if (!_rings.TryGet((uint)index, out VirtqueueSetup ring, out Outcome refused))
         {
             return refused;
         }
@@ -163,7 +163,7 @@ internal sealed class RingRequests
 
     public Outcome SetEnable(VringStatePayload s)
     {
-        if (!_rings.TryGet(s.Index, out Vring ring, out Outcome refused))
+        if (!_rings.TryGet(s.Index, out VirtqueueSetup ring, out Outcome refused))
         {
             return refused;
         }

@@ -20,7 +20,7 @@ internal static class U64Payload
     }
 }
 
-/// <summary>Vring state: ring index and a number (size, base, enable flag).</summary>
+/// <summary>VirtqueueSetup state: ring index and a number (size, base, enable flag).</summary>
 internal readonly record struct VringStatePayload(uint Index, uint Num)
 {
     public const int Size = 8;
@@ -37,7 +37,7 @@ internal readonly record struct VringStatePayload(uint Index, uint Num)
     }
 }
 
-/// <summary>Vring addresses. Field order on the wire is desc, used, avail (Linux struct vhost_vring_addr).</summary>
+/// <summary>VirtqueueSetup addresses. Field order on the wire is desc, used, avail (Linux struct vhost_vring_addr).</summary>
 internal readonly record struct VringAddressPayload(uint Index, uint Flags, ulong Descriptor, ulong Used, ulong Available, ulong LogGuestAddress)
 {
     public const int Size = 40;
@@ -206,7 +206,7 @@ internal readonly record struct IotlbPayload(ulong Iova, ulong Size, ulong UserA
         p[25]);
 }
 
-/// <summary>Vring area (back-end channel HOST_NOTIFIER): u64 index|flags, u64 size, u64 offset (24).</summary>
+/// <summary>VirtqueueSetup area (back-end channel HOST_NOTIFIER): u64 index|flags, u64 size, u64 offset (24).</summary>
 internal readonly record struct VringAreaPayload(ulong IndexAndFlags, ulong Size, ulong Offset)
 {
     public const int WireSize = 24;

@@ -137,7 +137,7 @@ internal sealed class VhostUserConnection : IAsyncDisposable
                 }
 
                 ReadOnlySequence<byte> buffer = result.Buffer;
-                if (MessageDecoder.TryDecode(buffer, out MessageHeader header, out byte[] payload, out long length))
+                if (MessageFraming.TryDecode(buffer, out MessageHeader header, out byte[] payload, out long length))
                 {
                     reader.AdvanceTo(buffer.GetPosition(length));
                     long start = _consumed;
@@ -202,7 +202,7 @@ internal sealed class VhostUserConnection : IAsyncDisposable
     /// <summary>Sends one message; the fds are duplicated into the peer, the caller keeps its own.</summary>
     public void Send(uint request, uint flags, ReadOnlySpan<byte> payload, ReadOnlySpan<int> fds = default)
     {
-        byte[] frame = MessageDecoder.Encode(request, flags, payload);
+        byte[] frame = MessageFraming.Encode(request, flags, payload);
         SendRaw(frame, fds);
     }
 

@@ -107,7 +107,7 @@ internal sealed class ProxySession
         int[] fds = Fds(message);
         try
         {
-            _backend.Connection.SendRaw(MessageDecoder.Encode(h.Request, h.Flags, message.Payload), fds);
+            _backend.Connection.SendRaw(MessageFraming.Encode(h.Request, h.Flags, message.Payload), fds);
         }
         catch (IOException ex)
         {
@@ -136,7 +136,7 @@ internal sealed class ProxySession
                 }
 
                 _trace?.Record(TraceDirection.BackendToFrontend, _id, reply.Header, payload, Fds(reply), payload.AsSpan().SequenceEqual(reply.Payload) ? null : "rewritten by the proxy");
-                _frontend.SendRaw(MessageDecoder.Encode(reply.Header.Request, reply.Header.Flags, payload), Fds(reply));
+                _frontend.SendRaw(MessageFraming.Encode(reply.Header.Request, reply.Header.Flags, payload), Fds(reply));
                 Observe(request, message.Payload, payload);
             }
         }

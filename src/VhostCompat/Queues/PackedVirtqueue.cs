@@ -405,7 +405,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                 eventOffset += Size;
             }
 
-            // An offset beyond the ring can never be reached: treat it as "notify" (HOSTILE-INPUTS D22).
+            // An offset beyond the ring can never be reached: treat it as "notify" (virtio 1.x "Driver and Device Event Suppression": the offset must lie inside the ring).
             need = (offWrap & 0x7FFF) >= Size || QueueLayout.NeedEvent((ushort)eventOffset, (ushort)newIndex, (ushort)oldIndex);
         }
         else

@@ -109,14 +109,14 @@ internal static class ShieldCases
     private static async Task<string> TruncatedCloseAsync(ShieldContext c)
     {
         using var p = await c.ConnectAsync().ConfigureAwait(false);
-        p.SendBytes(MessageDecoder.Encode(1, V, []).AsSpan(0, 7), [c.Fds.EventFd()]);
+        p.SendBytes(MessageFraming.Encode(1, V, []).AsSpan(0, 7), [c.Fds.EventFd()]);
         return "abandoned";
     }
 
     private static async Task<string> StalledHeaderAsync(ShieldContext c)
     {
         using var p = await c.ConnectAsync().ConfigureAwait(false);
-        p.SendBytes(MessageDecoder.Encode(1, V, []).AsSpan(0, 7));
+        p.SendBytes(MessageFraming.Encode(1, V, []).AsSpan(0, 7));
         var started = DateTime.UtcNow;
         try
         {
@@ -242,7 +242,7 @@ internal static class ShieldCases
             return failed;
         }
 
-        byte[] frame = MessageDecoder.Encode((uint)FrontendRequest.SetMemTable, c.AckFlags, MemoryTablePayload.Encode([R(0, Mib, Uva, 0), R(0x1000_0000, Mib, Uva + 0x1000_0000, 0)]));
+        byte[] frame = MessageFraming.Encode((uint)FrontendRequest.SetMemTable, c.AckFlags, MemoryTablePayload.Encode([R(0, Mib, Uva, 0), R(0x1000_0000, Mib, Uva + 0x1000_0000, 0)]));
         p.SendBytes(frame.AsSpan(0, MessageHeader.Length + 40), [c.Fds.Memfd((long)Mib), c.Fds.Memfd((long)Mib)]);
         await Task.Delay(20).ConfigureAwait(false);
         return "abandoned";

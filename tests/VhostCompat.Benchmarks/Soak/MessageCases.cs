@@ -30,7 +30,7 @@ internal static class MessageCases
     private static async Task<PeerOutcome> TruncatedHeaderAsync(CaseContext c)
     {
         using var p = await c.ConnectAsync().ConfigureAwait(false);
-        byte[] frame = MessageDecoder.Encode(c.Pick(1u, 5u, 8u, 24u), NeedReply, new byte[8]);
+        byte[] frame = MessageFraming.Encode(c.Pick(1u, 5u, 8u, 24u), NeedReply, new byte[8]);
         p.SendBytes(frame.AsSpan(0, c.Random.Next(1, MessageHeader.Length)), c.Random.Next(2) == 0 ? [] : [c.Fds.EventFd()]);
         return PeerOutcome.Abandoned;
     }

@@ -98,7 +98,7 @@ internal sealed class RawPeer : IDisposable
     }
 
     public bool Send(uint request, uint flags, ReadOnlySpan<byte> payload, ReadOnlySpan<int> fds = default) =>
-        SendBytes(MessageDecoder.Encode(request, flags, payload), fds);
+        SendBytes(MessageFraming.Encode(request, flags, payload), fds);
 
     public bool Send(FrontendRequest request, ReadOnlySpan<byte> payload = default, ReadOnlySpan<int> fds = default, bool needReply = false) =>
         Send((uint)request, needReply ? MessageHeader.Version | MessageHeader.NeedReplyFlag : MessageHeader.Version, payload, fds);

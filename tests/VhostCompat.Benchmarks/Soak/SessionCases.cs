@@ -107,7 +107,7 @@ internal static class SessionCases
         }
 
         const ulong mib = CaseContext.RamSize;
-        byte[] frame = MessageDecoder.Encode((uint)FrontendRequest.SetMemTable, MessageHeader.Version | MessageHeader.NeedReplyFlag,
+        byte[] frame = MessageFraming.Encode((uint)FrontendRequest.SetMemTable, MessageHeader.Version | MessageHeader.NeedReplyFlag,
             MemoryTablePayload.Encode([new MemoryRegionPayload(0, mib, CaseContext.Uva, 0), new MemoryRegionPayload(mib, mib, CaseContext.Uva + mib, 0)]));
         p.SendBytes(frame.AsSpan(0, c.Random.Next(MessageHeader.Length, frame.Length)), [c.Fds.Memfd((long)mib), c.Fds.Memfd((long)mib)]);
         return PeerOutcome.Abandoned;

@@ -55,13 +55,13 @@ internal static class MessageSeeds
 
         foreach (var (request, payload, fds) in singles)
         {
-            yield return (RequestNames.Name(request).ToLowerInvariant(), Input(fds, MessageDecoder.Encode((uint)request, MessageHeader.Version, payload)));
+            yield return (RequestNames.Name(request).ToLowerInvariant(), Input(fds, MessageFraming.Encode((uint)request, MessageHeader.Version, payload)));
         }
 
         byte[] handshake = [
-            .. MessageDecoder.Encode((uint)FrontendRequest.GetFeatures, MessageHeader.Version, []),
-            .. MessageDecoder.Encode((uint)FrontendRequest.SetFeatures, MessageHeader.Version | MessageHeader.NeedReplyFlag, U64Payload.Encode(1UL << 32)),
-            .. MessageDecoder.Encode((uint)FrontendRequest.SetVringNum, MessageHeader.Version, state),
+            .. MessageFraming.Encode((uint)FrontendRequest.GetFeatures, MessageHeader.Version, []),
+            .. MessageFraming.Encode((uint)FrontendRequest.SetFeatures, MessageHeader.Version | MessageHeader.NeedReplyFlag, U64Payload.Encode(1UL << 32)),
+            .. MessageFraming.Encode((uint)FrontendRequest.SetVringNum, MessageHeader.Version, state),
         ];
         yield return ("stream-handshake", Input(0, handshake));
     }

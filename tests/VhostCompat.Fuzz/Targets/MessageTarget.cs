@@ -5,7 +5,7 @@ using VhostCompat.Protocol;
 namespace VhostCompat.Fuzz.Targets;
 
 /// <summary>
-/// The control-message path up to the session: framing (<see cref="MessageDecoder"/>), syntax
+/// The control-message path up to the session: framing (<see cref="MessageFraming"/>), syntax
 /// (<see cref="PayloadRules"/>) and the payload readers. Input: byte 0 = fd count (bits 0–1) and
 /// the XEN_MMAP flag (bit 2); byte 1 = where the stream is split into two segments; the rest is
 /// the byte stream from the frontend. The only documented rejections are a
@@ -44,7 +44,7 @@ internal sealed class MessageTarget : IFuzzTarget
             long consumed;
             try
             {
-                complete = MessageDecoder.TryDecode(stream, out header, out payload, out consumed);
+                complete = MessageFraming.TryDecode(stream, out header, out payload, out consumed);
             }
             catch (VhostUserFramingException)
             {

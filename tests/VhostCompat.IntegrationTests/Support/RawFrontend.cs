@@ -31,7 +31,7 @@ internal sealed class RawFrontend : IAsyncDisposable
     }
 
     public void Send(uint request, uint flags, ReadOnlySpan<byte> payload, ReadOnlySpan<int> fds = default) =>
-        SendBytes(MessageDecoder.Encode(request, flags, payload), fds);
+        SendBytes(MessageFraming.Encode(request, flags, payload), fds);
 
     public void Send(FrontendRequest request, ReadOnlySpan<byte> payload = default, ReadOnlySpan<int> fds = default, bool needReply = true) =>
         Send((uint)request, needReply ? 0x9u : 0x1u, payload, fds);

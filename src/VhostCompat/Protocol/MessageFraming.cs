@@ -3,12 +3,12 @@ using System.Buffers;
 namespace VhostCompat.Protocol;
 
 /// <summary>
-/// Pure framing logic over a <see cref="ReadOnlySequence{T}"/>: finds one complete message
-/// (header + exactly <c>size</c> payload bytes), or says more bytes are needed. Violations that
-/// make the stream untrustworthy (oversized size field, bad version bits) throw
-/// <see cref="VhostUserFramingException"/> before anything is allocated.
+/// The framing of vhost-user messages, both ways: <see cref="TryDecode"/> finds one complete message (header + exactly
+/// <c>size</c> payload bytes) in a <see cref="ReadOnlySequence{T}"/> or says more bytes are needed, and
+/// <see cref="Encode"/> builds one. Violations that make the stream untrustworthy (oversized size field, bad version
+/// bits) throw <see cref="VhostUserFramingException"/> before anything is allocated.
 /// </summary>
-internal static class MessageDecoder
+internal static class MessageFraming
 {
     /// <summary>Tries to decode one message from the start of <paramref name="buffer"/>. On success, <paramref name="consumed"/> is the total length of the message.</summary>
     public static bool TryDecode(ReadOnlySequence<byte> buffer, out MessageHeader header, out byte[] payload, out long consumed)

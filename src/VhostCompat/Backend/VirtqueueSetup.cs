@@ -4,10 +4,14 @@ using VhostCompat.Queues;
 
 namespace VhostCompat.Backend;
 
-/// <summary>Per-ring state negotiated over the control socket (stopped/started × disabled/enabled).</summary>
-internal sealed class Vring
+/// <summary>
+/// What the frontend set up for one virtqueue over the control socket (SET_VRING_*: size, addresses, base, eventfds,
+/// enable) and whether it runs. One name per concept: this is the setup, <see cref="Virtqueue"/> the running queue,
+/// <see cref="VirtqueueInfo"/> the snapshot a device is given.
+/// </summary>
+internal sealed class VirtqueueSetup
 {
-    public Vring(int index) => Index = index;
+    public VirtqueueSetup(int index) => Index = index;
 
     public int Index { get; }
 
