@@ -294,7 +294,7 @@ internal sealed class BackendSession
             case FrontendRequest.GetStatus:
                 return n.Gate(VhostUserProtocolFeatures.Status) ?? Outcome.Reply(U64Payload.Encode(n.Status));
             case FrontendRequest.NetSetMtu:
-                return n.Gate(VhostUserProtocolFeatures.Mtu) ?? (U64Payload.Read(p) is var mtu and (< 68 or > 65535) ? Outcome.Reject($"MTU {mtu} outside 68..65535") : Outcome.Ok);
+                return n.Gate(VhostUserProtocolFeatures.Mtu) ?? (RequestRules.Mtu(U64Payload.Read(p)) is { } badMtu ? Outcome.Reject(badMtu) : Outcome.Ok);
             case FrontendRequest.SetLogBase:
                 return n.Gate(VhostUserProtocolFeatures.LogShmfd) ?? _memory.SetLogBase(message);
             case FrontendRequest.SetLogFd:

@@ -54,9 +54,9 @@ internal sealed class ConfigRequests
 
     private string? RangeError(DeviceConfigHeader c)
     {
-        if (c.Flags > DeviceConfigHeader.FlagMigration)
+        if (RequestRules.ConfigFlags(c.Flags) is { } bad)
         {
-            return $"unknown config flags 0x{c.Flags:x}";
+            return bad;
         }
 
         if ((ulong)c.Offset + c.Size > (ulong)_device.ConfigSize)

@@ -108,9 +108,9 @@ internal sealed class Negotiation
     public Outcome? SetStatus(ulong value, out bool driverUp)
     {
         driverUp = false;
-        if (value > 0xFF)
+        if (Protocol.RequestRules.Status(value) is { } bad)
         {
-            return Outcome.Reject($"status 0x{value:x} does not fit a byte");
+            return Outcome.Reject(bad);
         }
 
         // SET_STATUS(0) is not treated as a reset: QEMU 7.2 sends it before GET_VRING_BASE, and ring positions must

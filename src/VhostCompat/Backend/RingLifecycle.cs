@@ -54,10 +54,10 @@ internal sealed class RingLifecycle
 
     public bool TryGet(uint index, out VirtqueueSetup ring, out Outcome refused)
     {
-        if (index >= (uint)_rings.Length)
+        if (RequestRules.RingIndex(index, _rings.Length) is { } bad)
         {
             ring = null!;
-            refused = Outcome.Reject($"ring index {index} outside 0..{_rings.Length - 1}");
+            refused = Outcome.Reject(bad);
             return false;
         }
 

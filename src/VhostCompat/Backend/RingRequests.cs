@@ -37,19 +37,9 @@ internal sealed class RingRequests
             return Outcome.Reject($"ring {s.Index} is running");
         }
 
-        if (s.Num > _maxQueueSize)
+        if (RequestRules.RingSize(s.Num, _maxQueueSize, _negotiation.PackedRing, out bool aboveLimit) is { } bad)
         {
-            return Outcome.RejectSizeProbe($"ring size {s.Num} outside 1..{_maxQueueSize}");
-        }
-
-        if (s.Num == 0)
-        {
-            return Outcome.Reject($"ring size {s.Num} outside 1..{_maxQueueSize}");
-        }
-
-        if (!_negotiation.PackedRing && (s.Num & (s.Num - 1)) != 0)
-        {
-            return Outcome.Reject($"split ring size {s.Num} is not a power of two");
+            return aboveLimit ? Outcome.RejectSizeProbe(bad) : Outcome.Reject(bad);
         }
 
         ring.Size = (int)s.Num;
@@ -63,9 +53,9 @@ internal sealed class RingRequests
             return refused;
         }
 
-        if ((a.Flags & ~VringAddressPayload.FlagLog) != 0)
+        if (RequestRules.AddressFlags(a.Flags) is { } badFlags)
         {
-            return Outcome.Reject($"unknown vring address flags 0x{a.Flags:x}");
+            return Outcome.Reject(badFlags);
         }
 
         if (!_negotiation.PackedRing && (a.Descriptor % 16 != 0 || a.Available % 2 != 0 || a.Used % 4 != 0))
@@ -104,9 +94,9 @@ internal sealed class RingRequests
             return Outcome.Reject($"ring {s.Index} is running");
         }
 
-        if (!_negotiation.PackedRing && s.Num > 0xFFFF)
+        if (RequestRules.SplitRingBase(s.Num, _negotiation.PackedRing) is { } badBase)
         {
-            return Outcome.Reject($"split ring base {s.Num} does not fit 16 bits");
+            return Outcome.Reject(badBase);
         }
 
         ring.Base = s.Num;
@@ -168,9 +158,9 @@ internal sealed class RingRequests
             return refused;
         }
 
-        if (s.Num > 1)
+        if (RequestRules.EnableValue(s.Num) is { } badValue)
         {
-            return Outcome.Reject($"enable value {s.Num} is neither 0 nor 1");
+            return Outcome.Reject(badValue);
         }
 
         if (!_negotiation.RingsStartDisabled)

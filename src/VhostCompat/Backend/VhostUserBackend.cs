@@ -30,6 +30,7 @@ public sealed class VhostUserBackend
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger("VhostCompat.Backend");
         _pin = ProfilePin.Resolve(device, device.Catalog, options.CompatProfile);
+        _access = UnixSocketAccess.From(options.SocketMode, options.SocketGroup); // the group is looked up once, not at every listen
         if (options.StateDirectory is { } dir)
         {
             _store = new AckedStateStore(dir);
@@ -43,6 +44,7 @@ public sealed class VhostUserBackend
         }
     }
 
+    private readonly UnixSocketAccess? _access;
     private ProfilePin? _pin;
     private AckedStateRecord? _record;
     private bool _recordChecked;
@@ -187,7 +189,7 @@ public sealed class VhostUserBackend
         }
     }
 
-    private Socket Listen(string path) => UnixListener.Listen(path, _logger, access: UnixSocketAccess.From(_options.SocketMode, _options.SocketGroup));
+    private Socket Listen(string path) => UnixListener.Listen(path, _logger, access: _access);
 
     private static void TryUnlink(string path) => UnixListener.TryUnlink(path);
 

@@ -21,28 +21,36 @@ internal static class PayloadRules
     };
 
     /// <summary>
+    /// Requests whose payload is empty: the first ones carry no fd, the last three (SET_LOG_FD, SET_BACKEND_REQ_FD,
+    /// GPU_SET_SOCKET) exactly one. The one list, used by <see cref="Validate"/> and by the trace decoder.
+    /// </summary>
+    public static bool HasEmptyPayload(FrontendRequest r) => EmptyPayloadFds(r) >= 0;
+
+    /// <summary>The fd count of a request with an empty payload; -1 when its payload is not empty.</summary>
+    private static int EmptyPayloadFds(FrontendRequest r) => r switch
+    {
+        FrontendRequest.GetFeatures or FrontendRequest.SetOwner or FrontendRequest.ResetOwner or FrontendRequest.GetProtocolFeatures
+            or FrontendRequest.GetQueueNum or FrontendRequest.ResetDevice or FrontendRequest.GetMaxMemSlots or FrontendRequest.GetStatus
+            or FrontendRequest.CheckDeviceState or FrontendRequest.PostcopyAdvise or FrontendRequest.PostcopyListen
+            or FrontendRequest.PostcopyEnd or FrontendRequest.GetShmemConfig => 0,
+        FrontendRequest.SetLogFd or FrontendRequest.SetBackendReqFd or FrontendRequest.GpuSetSocket => 1,
+        _ => -1,
+    };
+
+    /// <summary>
     /// Checks payload size and fd count. Returns null when valid, otherwise the reason.
     /// Requests this SDK does not know return a reason too (never indexes a table by the raw code).
     /// </summary>
     public static string? Validate(uint code, ReadOnlySpan<byte> payload, int fdCount, bool xenMmap = false)
     {
         int size = payload.Length;
+        if (EmptyPayloadFds((FrontendRequest)code) is var emptyFds and >= 0)
+        {
+            return Exact(size, 0, fdCount, emptyFds);
+        }
+
         switch ((FrontendRequest)code)
         {
-            case FrontendRequest.GetFeatures:
-            case FrontendRequest.SetOwner:
-            case FrontendRequest.ResetOwner:
-            case FrontendRequest.GetProtocolFeatures:
-            case FrontendRequest.GetQueueNum:
-            case FrontendRequest.ResetDevice:
-            case FrontendRequest.GetMaxMemSlots:
-            case FrontendRequest.GetStatus:
-            case FrontendRequest.CheckDeviceState:
-            case FrontendRequest.PostcopyAdvise:
-            case FrontendRequest.PostcopyListen:
-            case FrontendRequest.PostcopyEnd:
-            case FrontendRequest.GetShmemConfig:
-                return Exact(size, 0, fdCount, 0);
             case FrontendRequest.SetFeatures:
             case FrontendRequest.SetProtocolFeatures:
             case FrontendRequest.SendRarp:
@@ -110,10 +118,6 @@ internal static class PayloadRules
                     : fdCount > 1 ? $"{fdCount} fds attached, expected 0 or 1" : null;
             case FrontendRequest.SetLogBase:
                 return Exact(size, LogDescriptionPayload.Size, fdCount, 1);
-            case FrontendRequest.SetLogFd:
-            case FrontendRequest.SetBackendReqFd:
-            case FrontendRequest.GpuSetSocket:
-                return Exact(size, 0, fdCount, 1);
             case FrontendRequest.IotlbMsg:
                 return Exact(size, IotlbPayload.WireSize, fdCount, 0);
             case FrontendRequest.GetConfig:

@@ -123,7 +123,7 @@ internal sealed class MessageShield
             case FrontendRequest.SetVringEnable:
             {
                 var s = VringStatePayload.Read(p);
-                return Ring(s.Index) ?? (s.Num > 1 ? $"SET_VRING_ENABLE value {s.Num} is neither 0 nor 1" : null);
+                return Ring(s.Index) ?? RequestRules.EnableValue(s.Num);
             }
 
             case FrontendRequest.SetVringKick:
@@ -161,16 +161,13 @@ internal sealed class MessageShield
             {
                 var c = DeviceConfigHeader.Read(p);
                 return (ulong)c.Offset + c.Size > DeviceConfigHeader.MaxConfigSize ? $"config window {c.Offset}+{c.Size} beyond {DeviceConfigHeader.MaxConfigSize} bytes"
-                    : (c.Flags & ~DeviceConfigHeader.FlagMigration) != 0 ? $"unknown config flags 0x{c.Flags:x}" : null;
+                    : RequestRules.ConfigFlags(c.Flags);
             }
 
             case FrontendRequest.SetStatus:
-                return U64Payload.Read(p) > 0xFF ? $"status 0x{U64Payload.Read(p):x} does not fit the 8-bit status" : null;
+                return RequestRules.Status(U64Payload.Read(p));
             case FrontendRequest.NetSetMtu:
-            {
-                ulong mtu = U64Payload.Read(p);
-                return mtu is < 68 or > 65535 ? $"MTU {mtu} outside 68..65535" : null;
-            }
+                return RequestRules.Mtu(U64Payload.Read(p));
 
             case FrontendRequest.GetInflightFd:
             case FrontendRequest.SetInflightFd:
@@ -214,8 +211,7 @@ internal sealed class MessageShield
         return null;
     }
 
-    private string? Ring(uint index) =>
-        index >= (uint)QueueCount ? $"ring index {index} outside 0..{QueueCount - 1}" : null;
+    private string? Ring(uint index) => RequestRules.RingIndex(index, QueueCount);
 
     private string? SetVringNum(VringStatePayload s)
     {
@@ -224,14 +220,9 @@ internal sealed class MessageShield
             return bad;
         }
 
-        if (s.Num == 0 || s.Num > (uint)MaxRingSize)
+        if (RequestRules.RingSize(s.Num, MaxRingSize, Packed, out _) is { } badSize)
         {
-            return $"ring size {s.Num} outside 1..{MaxRingSize}";
-        }
-
-        if (!Packed && (s.Num & (s.Num - 1)) != 0)
-        {
-            return $"split ring size {s.Num} is not a power of two";
+            return badSize;
         }
 
         _ringSizes[s.Index] = (int)s.Num;
@@ -247,7 +238,7 @@ internal sealed class MessageShield
 
         if (!Packed)
         {
-            return s.Num > ushort.MaxValue ? $"split ring base {s.Num} does not fit 16 bits" : null;
+            return RequestRules.SplitRingBase(s.Num, packed: false);
         }
 
         // Packed: bits 0..14 avail index, bit 15 its wrap counter, bits 16..30 used index, bit 31 its wrap counter.
@@ -263,9 +254,9 @@ internal sealed class MessageShield
             return bad;
         }
 
-        if ((a.Flags & ~VringAddressPayload.FlagLog) != 0)
+        if (RequestRules.AddressFlags(a.Flags) is { } badFlags)
         {
-            return $"unknown vring address flags 0x{a.Flags:x}";
+            return badFlags;
         }
 
         if (_regions.Count == 0)

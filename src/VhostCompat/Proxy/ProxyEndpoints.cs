@@ -26,7 +26,7 @@ internal static class ProxyEndpoints
     }
 
     /// <summary>The frontend connection, or null when the backend went away first.</summary>
-    public static async Task<VhostUserConnection?> FrontendAsync(VhostUserProxyOptions options, BackendLink backend, ILogger logger, CancellationToken ct)
+    public static async Task<VhostUserConnection?> FrontendAsync(VhostUserProxyOptions options, UnixSocketAccess? access, BackendLink backend, ILogger logger, CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, backend.ClosedToken);
         try
@@ -34,7 +34,7 @@ internal static class ProxyEndpoints
             Socket socket;
             if (options.ListenPath is { } path)
             {
-                using Socket listener = UnixListener.Listen(path, logger, access: options.Access);
+                using Socket listener = UnixListener.Listen(path, logger, access: access);
                 try
                 {
                     socket = await listener.AcceptAsync(cts.Token).ConfigureAwait(false);

@@ -68,25 +68,13 @@ internal static class TracePayload
 
     private static bool DecodeRequest(uint code, ReadOnlySpan<byte> p, VirtioDeviceType type, List<TraceField> f)
     {
+        if (PayloadRules.HasEmptyPayload((FrontendRequest)code))
+        {
+            return p.IsEmpty;
+        }
+
         switch ((FrontendRequest)code)
         {
-            case FrontendRequest.GetFeatures:
-            case FrontendRequest.SetOwner:
-            case FrontendRequest.ResetOwner:
-            case FrontendRequest.GetProtocolFeatures:
-            case FrontendRequest.GetQueueNum:
-            case FrontendRequest.ResetDevice:
-            case FrontendRequest.GetMaxMemSlots:
-            case FrontendRequest.GetStatus:
-            case FrontendRequest.CheckDeviceState:
-            case FrontendRequest.PostcopyAdvise:
-            case FrontendRequest.PostcopyListen:
-            case FrontendRequest.PostcopyEnd:
-            case FrontendRequest.GetShmemConfig:
-            case FrontendRequest.SetLogFd:
-            case FrontendRequest.SetBackendReqFd:
-            case FrontendRequest.GpuSetSocket:
-                return p.IsEmpty;
             case FrontendRequest.SetFeatures:
                 return U64(p, v => f.Add(TraceField.Bits("features", v, VirtioFeatures.Names(type, v))));
             case FrontendRequest.SetProtocolFeatures:

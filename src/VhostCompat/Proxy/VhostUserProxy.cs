@@ -40,6 +40,7 @@ public enum VhostUserProxyState
 public sealed class VhostUserProxy
 {
     private readonly VhostUserProxyOptions _options;
+    private readonly Protocol.UnixSocketAccess? _access;
     private readonly ILogger _logger;
     private readonly AckedStateStore? _store;
     private readonly SessionTrace? _trace;
@@ -53,6 +54,7 @@ public sealed class VhostUserProxy
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
+        _access = options.Access; // the group is looked up once, not at every listen
         _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("VhostCompat.Proxy");
         _store = options.StateDirectory is null ? null : new AckedStateStore(options.StateDirectory);
         _trace = options.Trace is null ? null : new SessionTrace(options.Trace, options.TraceJson) { DeviceType = options.DeviceType };
@@ -89,7 +91,7 @@ public sealed class VhostUserProxy
     /// </summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
-        Socket? backendListener = _options.BackendListenPath is { } bl ? UnixListener.Listen(bl, _logger, backlog: 4, access: _options.Access) : null;
+        Socket? backendListener = _options.BackendListenPath is { } bl ? UnixListener.Listen(bl, _logger, backlog: 4, access: _access) : null;
         try
         {
             while (!cancellationToken.IsCancellationRequested)
@@ -154,7 +156,7 @@ public sealed class VhostUserProxy
         Profile = resolved.Pin?.Profile;
         Log.ProxyBackendChecked(_logger, backend.Name, live.VirtioFeatures, resolved.Offer.VirtioFeatures, Profile?.ToString() ?? "(transparent)");
         SetState(VhostUserProxyState.WaitingForFrontend);
-        await using var frontend = await ProxyEndpoints.FrontendAsync(_options, backend, _logger, ct).ConfigureAwait(false);
+        await using var frontend = await ProxyEndpoints.FrontendAsync(_options, _access, backend, _logger, ct).ConfigureAwait(false);
         if (frontend is null)
         {
             Log.ProxySessionEnded(_logger, 0, $"backend: {backend.CloseReason} while waiting for the frontend");
