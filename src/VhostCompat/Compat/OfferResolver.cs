@@ -93,7 +93,7 @@ internal static class OfferResolver
         ulong features = pin.OfferedFeatures(capability.VirtioFeatures);
         byte[] patched = config.ToArray();
         pin.PatchConfig(0, patched);
-        var fields = patched.Length > 0 ? VirtioConfigFields.Decode(capability.DeviceType, features, patched) : capability.Config;
+        var fields = patched.Length > 0 ? VirtioConfigFields.Decode(capability.DeviceType, features, patched) : pin.OverlayFields(capability.Config);
         return new BackendCapabilities(capability.DeviceType, features, (ulong)pin.OfferedProtocolFeatures((VhostCompat.Virtio.VhostUserProtocolFeatures)capability.ProtocolFeatures),
             pin.QueueCount, pin.MaxRingSize, capability.ConfigSize, fields, capability.Catalog, capability.MaxMemorySlots, pin.QueueNumReply)
         {

@@ -176,6 +176,36 @@ internal sealed class ProfilePin
         }
     }
 
+    /// <summary>
+    /// Decoded config fields (<c>mtu</c>, <c>capacity</c>, <c>blk_size</c>) with the values this pin sets written over
+    /// them: what <see cref="PatchConfig"/> does to the bytes, for a backend known only by its decoded fields (a probe).
+    /// </summary>
+    public IReadOnlyDictionary<string, string> OverlayFields(IReadOnlyDictionary<string, string> fields)
+    {
+        var result = new SortedDictionary<string, string>(fields.ToDictionary(), StringComparer.Ordinal);
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        switch (Profile.DeviceType)
+        {
+            case VirtioDeviceType.Net when Profile.Mtu is { } mtu:
+                result["mtu"] = mtu.ToString(inv);
+                break;
+            case VirtioDeviceType.Block:
+                if (Profile.Capacity is { } cap)
+                {
+                    result["capacity"] = cap.ToString(inv);
+                }
+
+                if (Profile.BlockSize is { } bs)
+                {
+                    result["blk_size"] = bs.ToString(inv);
+                }
+
+                break;
+        }
+
+        return result;
+    }
+
     private static void Patch16(Span<byte> window, int windowOffset, int fieldOffset, ushort value)
     {
         Span<byte> b = stackalloc byte[2];
