@@ -864,9 +864,9 @@ internal sealed class BackendSession
         bool wasEnabled = ring.Enabled;
         ring.Enabled = s.Num == 1;
         ring.Queue?.SetEnabled(ring.Enabled);
-        if (ring.Enabled && !wasEnabled && ring.Worker is { } worker && ring.Binding is { } binding)
+        if (ring.Enabled != wasEnabled && ring.Worker is { } worker && ring.Binding is { } binding)
         {
-            // The driver may have kicked while the ring was disabled: let the device look now.
+            // The worker reports the change (OnQueueEnabledChanged) and, enabled, lets the device look at buffers the driver queued meanwhile.
             worker.Poke(binding);
         }
         if (ring.Started)
@@ -1215,7 +1215,7 @@ internal sealed class BackendSession
         _device.OnQueueStateChanged(ring.Info);
         VhostUserDevice device = _device;
         ring.Worker.Invoke(() => device.OnQueueStarted(queue));
-        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked);
+        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked, device.OnQueueEnabledChanged);
         if ((_ackedProtocol & (ulong)VhostUserProtocolFeatures.Status) == 0 && _rings.Count(r => r.Started) == 1)
         {
             SaveRecord();

@@ -93,6 +93,17 @@ public abstract class VhostUserDevice
     {
     }
 
+    /// <summary>
+    /// Called on the queue's worker thread when the frontend enables or disables a started queue
+    /// (SET_VRING_ENABLE), before the next <see cref="OnQueueKicked"/>: first with true right after
+    /// <see cref="OnQueueStarted"/> if the queue starts enabled, then on every change. QEMU starts rings disabled and
+    /// enables them about a millisecond later, so an event-driven device (input, console, a sensor) starts its event
+    /// source here and stops it on false. Not called when the queue stops (<see cref="OnQueueStopped"/> is).
+    /// </summary>
+    public virtual void OnQueueEnabledChanged(Virtqueue queue, bool enabled)
+    {
+    }
+
     /// <summary>Called on the queue's worker thread when a queue stops; the reference must not be used afterwards.</summary>
     public virtual void OnQueueStopped(Virtqueue queue)
     {

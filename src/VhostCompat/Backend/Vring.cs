@@ -48,7 +48,7 @@ internal sealed class Vring
 
     public VirtqueueWorker? Worker { get; set; }
 
-    public object? Binding { get; set; }
+    public QueueBinding? Binding { get; set; }
 
     /// <summary>The inflight buffer reference the running queue writes into, if any.</summary>
     public InflightArea? Inflight { get; set; }
