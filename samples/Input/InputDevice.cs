@@ -22,6 +22,10 @@ internal sealed partial class InputDevice : VhostUserDevice
     private readonly ConcurrentQueue<(ushort Type, ushort Code, uint Value)> _pending = new();
     private readonly string _text;
     private readonly bool _startOnLed;
+    private readonly int _keyIntervalMs;
+    private readonly Lock _typing = new();
+    private Timer? _keyTimer;
+    private int _nextKey;
     private readonly ILogger _logger;
     private HeldChains? _held; // eventq worker only
     private volatile Virtqueue? _eventQueue;
@@ -29,10 +33,11 @@ internal sealed partial class InputDevice : VhostUserDevice
     private uint _leds;
     private int _configReads, _configWrites;
 
-    public InputDevice(string text, bool startOnLed, ILogger logger)
+    public InputDevice(string text, bool startOnLed, int keyIntervalMs, ILogger logger)
     {
         _text = text;
         _startOnLed = startOnLed;
+        _keyIntervalMs = keyIntervalMs;
         _logger = logger;
         _config.Name("VhostCompat keyboard").Serial("vhostcompat-input-0")
             .DeviceIds(busType: 0x06 /* BUS_VIRTUAL */, vendor: 0x0001, product: 0x0001, version: 0x0001)
@@ -116,13 +121,19 @@ internal sealed partial class InputDevice : VhostUserDevice
 
     public override void OnDisconnected()
     {
+        StopTyping();
         ConfigSummary(_logger, _configReads, _configWrites);
         _pending.Clear();
         _typed = 0;
         _leds = 0;
     }
 
-    /// <summary>Queues the key events of the text (press, sync, release, sync per key) and gets them delivered on the eventq's worker.</summary>
+    /// <summary>
+    /// Starts typing: one key (press, sync, release, sync) every --key-interval-ms, as a person would. A guest reads
+    /// evdev in its own time, and the kernel drops events (SYN_DROPPED) once a reader's 64-event buffer is full, so a
+    /// keyboard that sends a whole text at once loses most of it. The timer runs on the thread pool; the events reach
+    /// the eventq's worker through Wake, the thread-safe way back onto it.
+    /// </summary>
     private void TypeText()
     {
         if (Interlocked.Exchange(ref _typed, 1) == 1)
@@ -130,24 +141,53 @@ internal sealed partial class InputDevice : VhostUserDevice
             return;
         }
 
-        foreach (char c in _text)
+        Typing(_logger, _text.Length, _keyIntervalMs);
+        lock (_typing)
         {
-            KeyMap.TryGet(c, out ushort code, out bool shift);
-            if (shift)
-            {
-                Key(KeyMap.KeyLeftShift, 1);
-            }
+            _nextKey = 0;
+            _keyTimer = new Timer(_ => NextKey(), null, 0, Math.Max(_keyIntervalMs, 1));
+        }
+    }
 
-            Key(code, 1);
-            Key(code, 0);
-            if (shift)
+    private void NextKey()
+    {
+        lock (_typing)
+        {
+            do
             {
-                Key(KeyMap.KeyLeftShift, 0);
+                if (_keyTimer is null || _nextKey >= _text.Length)
+                {
+                    _keyTimer?.Dispose();
+                    _keyTimer = null;
+                    break;
+                }
+
+                KeyMap.TryGet(_text[_nextKey++], out ushort code, out bool shift);
+                if (shift)
+                {
+                    Key(KeyMap.KeyLeftShift, 1);
+                }
+
+                Key(code, 1);
+                Key(code, 0);
+                if (shift)
+                {
+                    Key(KeyMap.KeyLeftShift, 0);
+                }
             }
+            while (_keyIntervalMs == 0);
         }
 
-        Typing(_logger, _text.Length, _pending.Count);
-        _eventQueue?.Wake(); // from whichever worker runs this: the eventq's own worker delivers
+        _eventQueue?.Wake();
+    }
+
+    private void StopTyping()
+    {
+        lock (_typing)
+        {
+            _keyTimer?.Dispose();
+            _keyTimer = null;
+        }
     }
 
     private void Key(ushort code, uint value)
@@ -203,8 +243,8 @@ internal sealed partial class InputDevice : VhostUserDevice
     [LoggerMessage(300, LogLevel.Information, "LED {Led} {State} (LEDs 0x{Leds:x})")]
     private static partial void LedChanged(ILogger logger, string led, string state, uint leds);
 
-    [LoggerMessage(301, LogLevel.Information, "Typing {Characters} characters ({Events} events)")]
-    private static partial void Typing(ILogger logger, int characters, int events);
+    [LoggerMessage(301, LogLevel.Information, "Typing {Characters} characters, one key every {Interval} ms")]
+    private static partial void Typing(ILogger logger, int characters, int interval);
 
     [LoggerMessage(302, LogLevel.Debug, "Status event ignored: {Length} bytes, type {Type}, code {Code}, value {Value}")]
     private static partial void StatusIgnored(ILogger logger, int length, ushort type, ushort code, uint value);
