@@ -31,7 +31,7 @@ internal sealed partial class InputDevice : VhostUserDevice
     private volatile Virtqueue? _eventQueue;
     private int _typed; // 1 once the text was queued for this connection
     private uint _leds;
-    private int _configReads, _configWrites;
+    private int _configReads, _configWrites, _eventKicks, _statusKicks, _delivered;
 
     public InputDevice(string text, bool startOnLed, int keyIntervalMs, ILogger logger)
     {
@@ -100,11 +100,13 @@ internal sealed partial class InputDevice : VhostUserDevice
     {
         if (queue.Index == EventQueue)
         {
+            _eventKicks++;
             _held!.TakeAvailable();
             Deliver();
         }
         else if (queue.Index == StatusQueue)
         {
+            Interlocked.Increment(ref _statusKicks);
             ReadStatus(queue);
         }
     }
@@ -122,7 +124,8 @@ internal sealed partial class InputDevice : VhostUserDevice
     public override void OnDisconnected()
     {
         StopTyping();
-        ConfigSummary(_logger, _configReads, _configWrites);
+        ConfigSummary(_logger, _configReads, _configWrites, _eventKicks, _delivered, _statusKicks);
+        _configReads = _configWrites = _eventKicks = _delivered = _statusKicks = 0;
         _pending.Clear();
         _typed = 0;
         _leds = 0;
@@ -207,6 +210,7 @@ internal sealed partial class InputDevice : VhostUserDevice
             BinaryPrimitives.WriteUInt32LittleEndian(ev[4..], e.Value);
             _held.TryComplete(ev);
             _pending.TryDequeue(out _);
+            _delivered++;
         }
     }
 
@@ -255,6 +259,6 @@ internal sealed partial class InputDevice : VhostUserDevice
     [LoggerMessage(304, LogLevel.Debug, "SET_CONFIG {Offset}+{Length} (now select 0x{Select:x2}, subsel 0x{Subsel:x2})")]
     private static partial void ConfigWritten(ILogger logger, int offset, int length, byte select, byte subsel);
 
-    [LoggerMessage(305, LogLevel.Information, "Connection ended after {Reads} config reads and {Writes} config writes")]
-    private static partial void ConfigSummary(ILogger logger, int reads, int writes);
+    [LoggerMessage(305, LogLevel.Information, "Connection ended after {Reads} config reads, {Writes} config writes, {EventCalls} eventq handler calls for {Events} events, {StatusCalls} statusq handler calls")]
+    private static partial void ConfigSummary(ILogger logger, int reads, int writes, int eventCalls, int events, int statusCalls);
 }
