@@ -26,6 +26,12 @@ public sealed class EventDrivenQueueTests
 
         public bool LeaveOnRing { get; init; }
 
+        public bool ThrowOnEvent { get; init; }
+
+        public int EndOfFileCalls;
+
+        public Virtqueue? Queue;
+
         public int HandlerCalls;
 
         public ConcurrentQueue<bool> EnableEvents { get; } = new();
@@ -73,8 +79,19 @@ public sealed class EventDrivenQueueTests
         private void OnEvents(Virtqueue queue)
         {
             Threads.Enqueue(Environment.CurrentManagedThreadId);
+            Queue = queue;
+            if (ThrowOnEvent)
+            {
+                throw new InvalidOperationException("device bug");
+            }
+
             Span<byte> one = stackalloc byte[1];
-            if (Events.Read(one) == 1)
+            int n = Events.Read(one);
+            if (n == 0)
+            {
+                Interlocked.Increment(ref EndOfFileCalls);
+            }
+            else
             {
                 Span<byte> ev = [one[0], one[0], one[0], one[0], 0, 0, 0, 0];
                 _held!.TryComplete(ev);
@@ -161,5 +178,41 @@ public sealed class EventDrivenQueueTests
         await fe.SetVringEnableAsync(0, false);
         device.HandlerCalls.Should().Be(before + 2, "one pass for the kick (the buffers stay on the ring: no re-entry) and one for the disable");
         ring.UsedIndex().Should().Be(0);
+    }
+
+    [Fact]
+    public async Task A_hang_up_ends_the_watch_after_one_last_call()
+    {
+        var device = new EventDevice();
+        await using var fx = new BackendFixture(device);
+        var (fe, mem, ring, kick) = await StartAsync(fx);
+        await using var _ = fe;
+        using var __ = mem;
+        using var ___ = kick;
+        await fe.SetVringEnableAsync(0, true);
+        device.Events.DisposeLocalCopyOfClientHandle(); // the only write end goes away: the read end reports hang-up
+        SpinWait.SpinUntil(() => Volatile.Read(ref device.EndOfFileCalls) >= 1, TimeSpan.FromSeconds(5)).Should().BeTrue();
+
+        // A level-triggered hang-up that stayed watched would run the callback on every pass of the worker; this
+        // round trip through the worker (SET_VRING_ENABLE is answered after it ran there) comes after many passes.
+        await fe.SetVringEnableAsync(0, false);
+        device.EndOfFileCalls.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task An_exception_from_an_fd_callback_breaks_only_that_queue()
+    {
+        var device = new EventDevice { ThrowOnEvent = true };
+        await using var fx = new BackendFixture(device);
+        var (fe, mem, ring, kick) = await StartAsync(fx);
+        await using var _ = fe;
+        using var __ = mem;
+        using var ___ = kick;
+        await fe.SetVringEnableAsync(0, true);
+        using var writer = new AnonymousPipeClientStream(PipeDirection.Out, device.Events.ClientSafePipeHandle);
+        writer.Write([1]);
+        SpinWait.SpinUntil(() => device.Queue?.IsBroken == true, TimeSpan.FromSeconds(5)).Should().BeTrue();
+        device.Queue!.BrokenReason.Should().Contain("fd callback threw InvalidOperationException");
+        (await fe.GetFeaturesAsync()).Should().NotBe(0, "the connection and the other queues keep running");
     }
 }
