@@ -80,11 +80,11 @@ internal sealed class BlockDevice : VhostUserDevice
     /// <summary>Ends a stall started by <see cref="HoldRequests"/>: every held request proceeds.</summary>
     public void ReleaseRequests() => Interlocked.Exchange(ref _hold, null)?.TrySetResult();
 
-    private const ulong SegMax = 1UL << 2, Ro = 1UL << 5, BlkSize = 1UL << 6, Flush = 1UL << 9, Mq = 1UL << 12, Discard = 1UL << 13, WriteZeroes = 1UL << 14;
 
     public override ulong DeviceFeatures =>
         VirtioFeatureBits.Version1 | VirtioFeatureBits.IndirectDesc | VirtioFeatureBits.EventIdx | VirtioFeatureBits.RingPacked
-        | SegMax | BlkSize | Flush | Discard | WriteZeroes | (_readOnly ? Ro : 0) | (_queues > 1 ? Mq : 0);
+        | VirtioFeatureBits.BlockSegMax | VirtioFeatureBits.BlockBlkSize | VirtioFeatureBits.BlockFlush | VirtioFeatureBits.BlockDiscard
+        | VirtioFeatureBits.BlockWriteZeroes | (_readOnly ? VirtioFeatureBits.BlockRo : 0) | (_queues > 1 ? VirtioFeatureBits.BlockMq : 0);
 
     /// <summary>Requests the SDK handed out again after a restart (inflight tracking) and this device re-executed.</summary>
     public long Resubmitted;

@@ -15,7 +15,7 @@ internal static class CatalogCommands
         var id = new Option<string>("--id") { Description = "The profile id, e.g. org.dpdk.v22.11", Required = true };
         var socket = new Option<string?>("--socket") { Description = "A live backend's socket: probe it" };
         var type = new Option<string?>("--type", "-t") { Description = "Device type of --socket: net or block (default: the catalog's, else net)" };
-        type.AcceptOnlyFromAmong("net", "block", "blk", "rng");
+        type.AcceptOnlyFromAmong(CliSupport.TypeNames);
         var caps = new Option<string?>("--caps") { Description = "A capability document (vhost-compat probe --json, --print-capabilities) instead of --socket" };
         var backend = new Option<string?>("--source-backend") { Description = "Source: the backend and its version, e.g. 'dpdk-testpmd 22.11.11'" };
         var devargs = new Option<string?>("--source-devargs") { Description = "Source: the backend's options, e.g. the vhost PMD devargs after iface=SOCK ('' for none)" };

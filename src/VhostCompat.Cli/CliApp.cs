@@ -71,10 +71,10 @@ internal static class CliApp
     private static RootCommand Build(CliIo io)
     {
         var json = new Option<bool>("--json") { Description = "Print JSON instead of text", Recursive = true };
-        var type = new Option<string>("--type", "-t") { Description = "Device type: net, block or rng", DefaultValueFactory = _ => "net" };
-        type.AcceptOnlyFromAmong("net", "block", "blk", "rng");
-        var optionalType = new Option<string?>("--type", "-t") { Description = "Device type (net, block, rng) when a value list has no type= key" };
-        optionalType.AcceptOnlyFromAmong("net", "block", "blk", "rng");
+        var type = new Option<string>("--type", "-t") { Description = "Device type: net, block, rng, scsi, fs, vsock, input, gpu, sound, i2c, gpio, scmi, crypto, console", DefaultValueFactory = _ => "net" };
+        type.AcceptOnlyFromAmong(CliSupport.TypeNames);
+        var optionalType = new Option<string?>("--type", "-t") { Description = "Device type (net, block, rng, input, ...) when a value list has no type= key" };
+        optionalType.AcceptOnlyFromAmong(CliSupport.TypeNames);
         var protocol = new Option<bool>("--protocol", "-p") { Description = "The value is a vhost-user protocol feature mask, not virtio features" };
         var caps = new Option<string?>("--caps") { Description = "A capability document (--print-capabilities output) whose catalog resolves profile ids" };
         var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for each reply from a socket", DefaultValueFactory = _ => 5 };

@@ -29,13 +29,12 @@ internal sealed record CliIo(TextWriter Out, TextWriter Err);
 
 internal static class CliSupport
 {
-    public static VirtioDeviceType ParseType(string text) => text switch
-    {
-        "net" => VirtioDeviceType.Net,
-        "block" or "blk" => VirtioDeviceType.Block,
-        "rng" => VirtioDeviceType.Rng,
-        _ => throw new CliException($"unknown device type '{text}' (net, block or rng)"),
-    };
+    public static VirtioDeviceType ParseType(string text) => VirtioDeviceTypes.TryParse(text, out VirtioDeviceType type)
+        ? type
+        : throw new CliException($"unknown device type '{text}' ({string.Join(", ", VirtioDeviceTypes.Names)})");
+
+    /// <summary>The <c>--type</c> values every command accepts.</summary>
+    public static string[] TypeNames => [.. VirtioDeviceTypes.Names];
 
     public static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
 

@@ -44,6 +44,8 @@ public sealed class SampleCommandLineTests : IDisposable
     [InlineData("Rng", new[] { "--socket-path", "/missing/dir/x.sock" }, "--socket-path /missing/dir/x.sock: directory /missing/dir does not exist")]
     [InlineData("Rng", new[] { "--fd", "abc" }, "--fd: 'abc' is not a file descriptor number")]
     [InlineData("Net", new[] { "--socket-path", "/tmp/x.sock", "--queue-pairs", "200" }, "--queue-pairs must be 1..127")]
+    [InlineData("Input", new[] { "--socket-path", "/tmp/x.sock", "--text", "caf\u00e9" }, "--text: the US layout has no key for '\u00e9'")]
+    [InlineData("Input", new[] { "--socket-path", "/tmp/x.sock", "--start", "soon" }, "Argument 'soon' not recognized. Must be one of:; 'enable'; 'led'")]
     [InlineData("Net", new[] { "--socket-path", "/tmp/x.sock", "--frobnicate" }, "Unrecognized command or argument '--frobnicate'.")]
     public async Task A_bad_command_line_gives_one_line_exit_code_2_and_no_stack_trace(string sample, string[] args, string line)
     {
@@ -66,6 +68,7 @@ public sealed class SampleCommandLineTests : IDisposable
     [InlineData("Net", "net")]
     [InlineData("Block", "block")]
     [InlineData("Rng", "rng")]
+    [InlineData("Input", "input")]
     public async Task Print_capabilities_prints_a_valid_document_and_exits_0(string sample, string type)
     {
         var (code, stdout, stderr) = await RunToExitAsync(sample, "--print-capabilities");
@@ -79,6 +82,7 @@ public sealed class SampleCommandLineTests : IDisposable
     [InlineData("Rng")]
     [InlineData("Block")]
     [InlineData("Net")]
+    [InlineData("Input")]
     public async Task SIGTERM_stops_the_sample_gracefully_with_exit_code_0(string sample)
     {
         string socket = Path.Combine(_dir, sample + ".sock");

@@ -240,7 +240,7 @@ internal sealed class RingLifecycle
         _device.OnQueueStateChanged(ring.Info);
         VhostUserDevice device = _device;
         ring.Worker.Invoke(() => device.OnQueueStarted(queue));
-        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked);
+        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked, device.OnQueueEnabledChanged);
         RingStarted?.Invoke(ring);
     }
 

@@ -171,9 +171,9 @@ internal sealed class RingRequests
         bool wasEnabled = ring.Enabled;
         ring.Enabled = s.Num == 1;
         ring.Queue?.SetEnabled(ring.Enabled);
-        if (ring.Enabled && !wasEnabled && ring.Worker is { } worker && ring.Binding is { } binding)
+        if (ring.Enabled != wasEnabled && ring.Worker is { } worker && ring.Binding is { } binding)
         {
-            // The driver may have kicked while the ring was disabled: let the device look now.
+            // The worker reports the change (OnQueueEnabledChanged) and, enabled, lets the device look at buffers the driver queued meanwhile.
             worker.Poke(binding);
         }
 

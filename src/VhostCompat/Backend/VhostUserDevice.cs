@@ -54,12 +54,20 @@ public abstract class VhostUserDevice
     /// <summary>Size in bytes of the device config space served by GET_CONFIG (0 = none).</summary>
     public virtual int ConfigSize => 0;
 
-    /// <summary>Fills <paramref name="destination"/> with config space bytes starting at <paramref name="offset"/> (range already validated).</summary>
+    /// <summary>
+    /// Fills <paramref name="destination"/> with config space bytes starting at <paramref name="offset"/> (range already
+    /// validated). QEMU reads the whole config on every byte the driver reads, possibly before SET_FEATURES: keep it cheap
+    /// and free of side effects.
+    /// </summary>
     public virtual void ReadConfig(int offset, Span<byte> destination) => destination.Clear();
 
     /// <summary>
-    /// Applies a SET_CONFIG write (range already validated). Return false to refuse it (read-only
-    /// field); <paramref name="migration"/> is true for writes QEMU makes while loading migrated state.
+    /// Applies a SET_CONFIG write (range already validated). QEMU writes the <em>whole</em> config space back on
+    /// every byte the driver writes, read-only fields included with the values it last read: store the bytes of the
+    /// writable fields, ignore the others and return true (<see cref="Virtio.ConfigSpace"/> and
+    /// <see cref="Virtio.VirtioInputConfig"/> do this). Return false only for a write the device cannot apply at all: the
+    /// request is refused, and without NEED_REPLY the connection is closed. <paramref name="migration"/> is true for
+    /// writes QEMU makes while loading migrated state.
     /// </summary>
     public virtual bool WriteConfig(int offset, ReadOnlySpan<byte> data, bool migration) => false;
 
@@ -90,6 +98,17 @@ public abstract class VhostUserDevice
 
     /// <summary>Called on the queue's worker thread when a queue starts, before its first kick; keep the reference to use the queue from other handlers on the same worker.</summary>
     public virtual void OnQueueStarted(Virtqueue queue)
+    {
+    }
+
+    /// <summary>
+    /// Called on the queue's worker thread when the frontend enables or disables a started queue
+    /// (SET_VRING_ENABLE), before the next <see cref="OnQueueKicked"/>: first with true right after
+    /// <see cref="OnQueueStarted"/> if the queue starts enabled, then on every change. QEMU starts rings disabled and
+    /// enables them about a millisecond later, so an event-driven device (input, console, a sensor) starts its event
+    /// source here and stops it on false. Not called when the queue stops (<see cref="OnQueueStopped"/> is).
+    /// </summary>
+    public virtual void OnQueueEnabledChanged(Virtqueue queue, bool enabled)
     {
     }
 

@@ -52,7 +52,7 @@ internal sealed class VirtqueueSetup
 
     public VirtqueueWorker? Worker { get; set; }
 
-    public object? Binding { get; set; }
+    public QueueBinding? Binding { get; set; }
 
     /// <summary>The inflight buffer reference the running queue writes into, if any.</summary>
     public InflightArea? Inflight { get; set; }

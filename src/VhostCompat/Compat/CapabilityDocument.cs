@@ -307,20 +307,7 @@ public static class CapabilityDocument
     public static BackendCapabilities Load(string path) => Parse(CompatJsonReader.ReadFile(path, CompatJsonReader.Plain), path);
 
     /// <summary>The backend-program <c>type</c> string QEMU and libvirt use for a device type.</summary>
-    public static string TypeName(VirtioDeviceType type) => type switch
-    {
-        VirtioDeviceType.Net => "net",
-        VirtioDeviceType.Block => "block",
-        VirtioDeviceType.Rng => "rng",
-        VirtioDeviceType.Gpu => "gpu",
-        VirtioDeviceType.Fs => "fs",
-        VirtioDeviceType.Input => "input",
-        VirtioDeviceType.Scsi => "scsi",
-        VirtioDeviceType.Vsock => "vsock",
-        VirtioDeviceType.Gpio => "gpio",
-        VirtioDeviceType.Console => "console",
-        _ => ((uint)type).ToString(System.Globalization.CultureInfo.InvariantCulture),
-    };
+    public static string TypeName(VirtioDeviceType type) => VirtioDeviceTypes.NameOf(type);
 
     private static void Range(string file, string field, int value, int min, int max)
     {

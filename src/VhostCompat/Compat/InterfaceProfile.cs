@@ -180,7 +180,7 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
 
         ulong features = 0;
         ushort maxRing = DefaultMaxRingSize;
-        int queues = dt == VirtioDeviceType.Net ? 2 : 1;
+        int queues = VirtioDeviceTypes.Find(dt)?.MinQueues ?? 1;
         ushort? mtu = null;
         uint? blockSize = null;
         ulong? capacity = null;
@@ -408,9 +408,7 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
 
     internal static VirtioDeviceType? ParseType(string value) => value switch
     {
-        "net" => VirtioDeviceType.Net,
-        "block" => VirtioDeviceType.Block,
-        "rng" => VirtioDeviceType.Rng,
+        _ when VirtioDeviceTypes.TryParse(value, out VirtioDeviceType known) && value is not "blk" and not "snd" => known,
         _ when value.Length is > 0 and <= 3 && value.AsSpan().IndexOfAnyExceptInRange('0', '9') < 0
             && uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out uint n) && n is > 0 and < 256 => (VirtioDeviceType)n,
         _ => null,
@@ -506,6 +504,10 @@ public sealed class InterfaceProfile : IEquatable<InterfaceProfile>
                 }
 
                 break;
+            case var other when VirtioDeviceTypes.Find(other) is { } info && (Queues < info.MinQueues || Queues > info.MaxQueues):
+                throw new ProfileFormatException("queues", info.MinQueues == info.MaxQueues
+                    ? $"the {info.Name} device type has exactly {info.MinQueues} virtqueues, not {Queues}"
+                    : $"the {info.Name} device type has {info.MinQueues}..{info.MaxQueues} virtqueues, not {Queues}");
         }
 
         if (Mtu is { } m)

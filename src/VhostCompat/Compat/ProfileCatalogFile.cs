@@ -259,6 +259,7 @@ public static class ProfileCatalogFile
             VirtioDeviceType.Net => (features & VirtioFeatureBits.NetMq) == 0 ? 2 : Math.Max(2, c.Queues & ~1),
             VirtioDeviceType.Block => (features & (1UL << 12)) == 0 ? 1 : Math.Max(1, c.Queues),
             VirtioDeviceType.Rng => 1,
+            _ when VirtioDeviceTypes.Find(type) is { } info => Math.Clamp(c.Queues, info.MinQueues, info.MaxQueues),
             _ => Math.Max(1, c.Queues),
         };
         ushort? mtu = type == VirtioDeviceType.Net && (features & VirtioFeatureBits.NetMtu) != 0

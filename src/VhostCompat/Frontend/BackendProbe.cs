@@ -55,7 +55,7 @@ public static class BackendProbe
         byte[] config = [];
         if ((acked & VhostUserProtocolFeatures.Config) != 0)
         {
-            uint size = type switch { VirtioDeviceType.Net => 12, VirtioDeviceType.Block => 60, _ => 0 };
+            uint size = (uint)(VirtioDeviceTypes.Find(type)?.ConfigSize ?? 0);
             if (size > 0)
             {
                 try

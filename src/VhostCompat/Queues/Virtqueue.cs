@@ -14,7 +14,7 @@ namespace VhostCompat.Queues;
 /// process and every other queue keep running. Methods must be called from the queue's worker
 /// thread (inside <c>VhostUserDevice.OnQueueKicked</c>) or from code serialised with it.
 /// </summary>
-public abstract class Virtqueue
+public abstract partial class Virtqueue
 {
     private readonly DescriptorChain[] _chains;
     private GuestMemoryTable _memory;
@@ -68,17 +68,6 @@ public abstract class Virtqueue
 
     internal Action<Virtqueue, string>? OnBroken { get; set; }
 
-    private Action? _waker;
-
-    /// <summary>
-    /// Asks the queue's worker to run the device's <c>OnQueueKicked</c> for this queue soon, as if the driver had
-    /// kicked. Thread-safe: the way for work finished elsewhere (asynchronous I/O) to get back onto the worker,
-    /// where chains are pushed. Does nothing once the queue has stopped.
-    /// </summary>
-    public void Wake() => Volatile.Read(ref _waker)?.Invoke();
-
-    internal void SetWaker(Action? waker) => Volatile.Write(ref _waker, waker);
-
     /// <summary>Pops the next available chain; false when none is available (or the queue is broken).</summary>
     public bool TryPop([NotNullWhen(true)] out DescriptorChain? chain)
     {
@@ -96,6 +85,7 @@ public abstract class Virtqueue
         // The chain's host addresses belong to the current memory table: it must outlive the chain.
         chain.Table = _memory;
         _outstanding++;
+        PoppedChains++;
         return true;
     }
 

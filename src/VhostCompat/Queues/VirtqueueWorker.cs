@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VhostCompat.Interop;
 
@@ -17,8 +18,9 @@ internal sealed class VirtqueueWorker : IDisposable
     private readonly int _epoll;
     private readonly FileDescriptor _commandEvent = FileDescriptor.CreateEventFd(nonBlocking: true);
     private readonly ConcurrentQueue<(Action Action, ManualResetEventSlim? Done)> _commands = new();
-    private readonly Dictionary<ulong, Binding> _bindings = [];
-    private readonly List<Binding> _polled = [];
+    private readonly Dictionary<ulong, QueueBinding> _bindings = [];
+    private readonly Dictionary<ulong, FdWatch> _watches = [];
+    private readonly List<QueueBinding> _polled = [];
     private readonly Thread _thread;
     private readonly ILogger _logger;
     private readonly bool _busyPoll;
@@ -47,20 +49,6 @@ internal sealed class VirtqueueWorker : IDisposable
 
     public int QueueCount => _bindings.Count;
 
-    private sealed class Binding(Virtqueue queue, FileDescriptor? kick, Action<Virtqueue> handler, ulong token)
-    {
-        public Virtqueue Queue { get; } = queue;
-
-        public FileDescriptor? Kick { get; set; } = kick;
-
-        public Action<Virtqueue> Handler { get; } = handler;
-
-        public ulong Token { get; } = token;
-
-        /// <summary>1 while a wake-up is queued (several completions in a row cost one pass).</summary>
-        public int WakePending;
-    }
-
     /// <summary>Runs <paramref name="action"/> on the worker thread and waits for it (at most 10 s).</summary>
     public void Invoke(Action action)
     {
@@ -79,16 +67,20 @@ internal sealed class VirtqueueWorker : IDisposable
         }
     }
 
-    /// <summary>Attaches a started queue; the handler runs on this thread whenever the queue is kicked. Kick null = poll.</summary>
-    public object Attach(Virtqueue queue, FileDescriptor? kick, Action<Virtqueue> handler)
+    /// <summary>
+    /// Attaches a started queue; the handler runs on this thread whenever the queue is kicked. Kick null = poll.
+    /// <paramref name="enabledChanged"/> (the device's <c>OnQueueEnabledChanged</c>) is called on this thread before
+    /// the handler whenever the queue's enable state differs from the one last reported (first with true when the
+    /// queue starts enabled); <see cref="Poke"/> after <c>SetEnabled</c> makes a change reach it at once.
+    /// </summary>
+    public QueueBinding Attach(Virtqueue queue, FileDescriptor? kick, Action<Virtqueue> handler, Action<Virtqueue, bool>? enabledChanged = null)
     {
-        Binding? binding = null;
+        QueueBinding? binding = null;
         Invoke(() =>
         {
-            binding = new Binding(queue, kick, handler, _nextToken++);
+            binding = new QueueBinding(this, queue, kick, handler, enabledChanged, _nextToken++);
             _bindings[binding.Token] = binding;
-            Binding b = binding;
-            queue.SetWaker(() => Wake(b));
+            queue.SetBinding(binding);
             Arm(binding);
             // Buffers may already be waiting (the driver kicked before the backend was ready).
             Process(binding);
@@ -97,7 +89,7 @@ internal sealed class VirtqueueWorker : IDisposable
     }
 
     /// <summary>From any thread: runs the queue's handler on this worker soon (no wait).</summary>
-    private void Wake(Binding binding)
+    internal void Wake(QueueBinding binding)
     {
         if (Interlocked.Exchange(ref binding.WakePending, 1) == 1)
         {
@@ -115,7 +107,7 @@ internal sealed class VirtqueueWorker : IDisposable
         Libc.EventFdSignal(_commandEvent.Value);
     }
 
-    private void Arm(Binding binding)
+    private void Arm(QueueBinding binding)
     {
         if (binding.Kick is { } kick && !_busyPoll)
         {
@@ -132,10 +124,12 @@ internal sealed class VirtqueueWorker : IDisposable
         }
     }
 
-    /// <summary>Runs the device on an attached queue now (e.g. it was just enabled and buffers may be waiting).</summary>
-    public void Poke(object handle)
+    /// <summary>
+    /// Runs the device on an attached queue now: reports an enable change (<c>OnQueueEnabledChanged</c>), then
+    /// the handler (the ring was just enabled and buffers may be waiting).
+    /// </summary>
+    public void Poke(QueueBinding binding)
     {
-        var binding = (Binding)handle;
         Invoke(() =>
         {
             if (_bindings.ContainsKey(binding.Token))
@@ -145,13 +139,18 @@ internal sealed class VirtqueueWorker : IDisposable
         });
     }
 
-    /// <summary>Detaches a queue; when this returns the worker will never touch it again.</summary>
-    public void Detach(object handle)
+    /// <summary>Detaches a queue and drops its fd watches; when this returns the worker will never touch it again.</summary>
+    public void Detach(QueueBinding binding)
     {
-        var binding = (Binding)handle;
         Invoke(() =>
         {
-            binding.Queue.SetWaker(null);
+            binding.Attached = false;
+            binding.Queue.SetBinding(null);
+            foreach (FdWatch watch in binding.Watches.ToArray())
+            {
+                Unwatch(watch);
+            }
+
             if (_bindings.Remove(binding.Token))
             {
                 if (binding.Kick is { } kick && !_polled.Contains(binding))
@@ -162,6 +161,81 @@ internal sealed class VirtqueueWorker : IDisposable
                 _polled.Remove(binding);
             }
         });
+    }
+
+    /// <summary>Adds <paramref name="handle"/> to the epoll set for <paramref name="binding"/>'s queue (any thread; waits).</summary>
+    internal FdWatch AddWatch(QueueBinding binding, SafeHandle handle, Action<Virtqueue> callback)
+    {
+        FdWatch? watch = null;
+        string? error = null;
+        Invoke(() =>
+        {
+            if (!binding.Attached)
+            {
+                error = "the queue has stopped";
+                return;
+            }
+
+            bool added = false;
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            var w = new FdWatch(binding, handle, fd, callback, _nextToken++);
+            int r = Libc.EpollCtl(_epoll, Libc.EPOLL_CTL_ADD, fd, Libc.EPOLLIN, w.Token);
+            if (r < 0)
+            {
+                handle.DangerousRelease();
+                error = Libc.ErrorText("epoll_ctl", -r);
+                return;
+            }
+
+            _watches[w.Token] = w;
+            binding.Watches.Add(w);
+            watch = w;
+        });
+        return watch ?? throw (error == "the queue has stopped"
+            ? new InvalidOperationException("the queue has stopped; watch fds from OnQueueStarted or a later callback")
+            : new IOException($"cannot watch the fd: {error}"));
+    }
+
+    /// <summary>Removes a watch (any thread; waits unless called on the worker).</summary>
+    internal void RemoveWatch(FdWatch watch) => Invoke(() => Unwatch(watch));
+
+    private void Unwatch(FdWatch watch)
+    {
+        if (watch.Removed)
+        {
+            return;
+        }
+
+        watch.Removed = true;
+        Libc.EpollCtl(_epoll, Libc.EPOLL_CTL_DEL, watch.Fd, 0, 0);
+        _watches.Remove(watch.Token);
+        watch.Binding.Watches.Remove(watch);
+        watch.Handle.DangerousRelease();
+    }
+
+    private void Fire(FdWatch watch, uint events)
+    {
+        Virtqueue q = watch.Binding.Queue;
+        try
+        {
+            if (!q.IsBroken)
+            {
+                watch.Callback(q);
+                q.NotifyGuest();
+            }
+        }
+        catch (Exception ex)
+        {
+            Log.SessionFault(_logger, ex, $"queue {q.Index} fd callback failed: {ex.Message}");
+            q.MarkBroken($"queue {q.Index}: device fd callback threw {ex.GetType().Name}");
+        }
+
+        // A level-triggered hang-up or error would fire forever: the watch ends with it (the callback saw it last).
+        if ((events & (Libc.EPOLLHUP | Libc.EPOLLERR)) != 0 || q.IsBroken)
+        {
+            Unwatch(watch);
+        }
     }
 
     private void Run()
@@ -179,7 +253,11 @@ internal sealed class VirtqueueWorker : IDisposable
                     Libc.EventFdDrain(_commandEvent.Value);
                     RunCommands();
                 }
-                else if (_bindings.TryGetValue(tokens[i], out Binding? b))
+                else if (_watches.TryGetValue(tokens[i], out FdWatch? w))
+                {
+                    Fire(w, events[i]);
+                }
+                else if (_bindings.TryGetValue(tokens[i], out QueueBinding? b))
                 {
                     if (b.Kick is { } kick)
                     {
@@ -223,7 +301,7 @@ internal sealed class VirtqueueWorker : IDisposable
         }
     }
 
-    private void Process(Binding b)
+    private void Process(QueueBinding b)
     {
         Virtqueue q = b.Queue;
         if (q.IsBroken)
@@ -233,13 +311,29 @@ internal sealed class VirtqueueWorker : IDisposable
 
         try
         {
+            bool enabled = q.IsEnabled;
+            if (enabled != b.ReportedEnabled)
+            {
+                b.ReportedEnabled = enabled;
+                b.EnabledChanged?.Invoke(q, enabled);
+            }
+
             int rounds = 0;
             q.SuppressKicks();
+            long popped;
             do
             {
+                popped = q.PoppedChains;
                 b.Handler(q);
             }
-            while (!_busyPoll && q.PrepareToSleep() && ++rounds < 64);
+            // Buffers that arrived while the handler ran get another round; buffers the handler left on the ring
+            // (nothing popped this round: it has no use for them yet) do not — it takes them on a later kick or Wake.
+            while (!_busyPoll && q.PoppedChains != popped && q.PrepareToSleep() && ++rounds < 64);
+
+            if (!_busyPoll && q.PoppedChains == popped)
+            {
+                q.PrepareToSleep();
+            }
 
             q.NotifyGuest();
         }

@@ -4,7 +4,7 @@ using System.Globalization;
 namespace VhostCompat.Virtio;
 
 /// <summary>
-/// Decodes the guest-visible fields of a device config space (virtio-net, virtio-blk) into
+/// Decodes the guest-visible fields of a device config space (net, block, gpu, sound, gpio) into
 /// name/value text, so that two config spaces can be compared field by field. Only fields that
 /// the negotiated features make visible and the bytes cover are returned. Fields the frontend
 /// overrides (net MAC and queue pairs, block num_queues) are left out.
@@ -32,21 +32,38 @@ internal static class VirtioConfigFields
                     fields["capacity"] = U(BinaryPrimitives.ReadUInt64LittleEndian(config));
                 }
 
-                if ((features & (1UL << 1)) != 0 && config.Length >= 12)
+                if ((features & VirtioFeatureBits.BlockSizeMax) != 0 && config.Length >= 12)
                 {
                     fields["size_max"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[8..]));
                 }
 
-                if ((features & (1UL << 2)) != 0 && config.Length >= 16)
+                if ((features & VirtioFeatureBits.BlockSegMax) != 0 && config.Length >= 16)
                 {
                     fields["seg_max"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[12..]));
                 }
 
-                if ((features & (1UL << 6)) != 0 && config.Length >= 24)
+                if ((features & VirtioFeatureBits.BlockBlkSize) != 0 && config.Length >= 24)
                 {
                     fields["blk_size"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[20..]));
                 }
 
+                break;
+            case VirtioDeviceType.Gpu when config.Length >= 16: // events_read, events_clear, num_scanouts, num_capsets
+                fields["num_scanouts"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[8..]));
+                fields["num_capsets"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[12..]));
+                break;
+            case VirtioDeviceType.Sound when config.Length >= 12: // jacks, streams, chmaps (, controls with ctls)
+                fields["jacks"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config));
+                fields["streams"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[4..]));
+                fields["chmaps"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[8..]));
+                if ((features & 1) != 0 && config.Length >= 16)
+                {
+                    fields["controls"] = U(BinaryPrimitives.ReadUInt32LittleEndian(config[12..]));
+                }
+
+                break;
+            case VirtioDeviceType.Gpio when config.Length >= 8: // ngpio, padding, gpio_names_size
+                fields["ngpio"] = U(BinaryPrimitives.ReadUInt16LittleEndian(config));
                 break;
         }
 

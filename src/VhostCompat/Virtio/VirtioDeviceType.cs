@@ -27,8 +27,20 @@ public enum VirtioDeviceType : uint
     /// <summary>Socket device (19).</summary>
     Vsock = 19,
 
+    /// <summary>Crypto device (20).</summary>
+    Crypto = 20,
+
+    /// <summary>Sound device (25).</summary>
+    Sound = 25,
+
     /// <summary>File system (26).</summary>
     Fs = 26,
+
+    /// <summary>SCMI (System Control and Management Interface) device (32).</summary>
+    Scmi = 32,
+
+    /// <summary>I2C adapter (34).</summary>
+    I2c = 34,
 
     /// <summary>GPIO (41).</summary>
     Gpio = 41,

@@ -50,4 +50,40 @@ public static class VirtioFeatureBits
 
     /// <summary>Bit 21 of virtio-net: VIRTIO_NET_F_GUEST_ANNOUNCE.</summary>
     public const ulong NetGuestAnnounce = 1UL << 21;
+
+    /// <summary>Bit 1 of virtio-blk: VIRTIO_BLK_F_SIZE_MAX (config <c>size_max</c> is valid).</summary>
+    public const ulong BlockSizeMax = 1UL << 1;
+
+    /// <summary>Bit 2 of virtio-blk: VIRTIO_BLK_F_SEG_MAX (config <c>seg_max</c> is valid).</summary>
+    public const ulong BlockSegMax = 1UL << 2;
+
+    /// <summary>Bit 4 of virtio-blk: VIRTIO_BLK_F_GEOMETRY.</summary>
+    public const ulong BlockGeometry = 1UL << 4;
+
+    /// <summary>Bit 5 of virtio-blk: VIRTIO_BLK_F_RO (the device is read-only).</summary>
+    public const ulong BlockRo = 1UL << 5;
+
+    /// <summary>Bit 6 of virtio-blk: VIRTIO_BLK_F_BLK_SIZE (config <c>blk_size</c> is valid).</summary>
+    public const ulong BlockBlkSize = 1UL << 6;
+
+    /// <summary>Bit 9 of virtio-blk: VIRTIO_BLK_F_FLUSH (cache flush command).</summary>
+    public const ulong BlockFlush = 1UL << 9;
+
+    /// <summary>Bit 10 of virtio-blk: VIRTIO_BLK_F_TOPOLOGY.</summary>
+    public const ulong BlockTopology = 1UL << 10;
+
+    /// <summary>Bit 11 of virtio-blk: VIRTIO_BLK_F_CONFIG_WCE (writeback mode in config).</summary>
+    public const ulong BlockConfigWce = 1UL << 11;
+
+    /// <summary>Bit 12 of virtio-blk: VIRTIO_BLK_F_MQ (config <c>num_queues</c>).</summary>
+    public const ulong BlockMq = 1UL << 12;
+
+    /// <summary>Bit 13 of virtio-blk: VIRTIO_BLK_F_DISCARD.</summary>
+    public const ulong BlockDiscard = 1UL << 13;
+
+    /// <summary>Bit 14 of virtio-blk: VIRTIO_BLK_F_WRITE_ZEROES.</summary>
+    public const ulong BlockWriteZeroes = 1UL << 14;
+
+    /// <summary>Bit 16 of virtio-blk: VIRTIO_BLK_F_SECURE_ERASE.</summary>
+    public const ulong BlockSecureErase = 1UL << 16;
 }

@@ -58,11 +58,11 @@ public sealed record FeatureDependencyViolation(string Feature, IReadOnlyList<st
 
 /// <summary>
 /// The virtio feature model: names ↔ bits per device type (transport bits 24–41 and the vhost-only
-/// bits 26 and 30 are known for every type; device bits for net, block and rng), comma-list parsing
+/// bits 26 and 30 are known for every type; device bits for every type of <see cref="VirtioDeviceTypes.All"/>), comma-list parsing
 /// and canonical formatting, and the dependency rules of the virtio specification ("Feature bit
 /// requirements"). All members are thread-safe.
 /// </summary>
-public static class VirtioFeatures
+public static partial class VirtioFeatures
 {
     private static readonly VirtioFeature[] Transport =
     [
@@ -101,6 +101,17 @@ public static class VirtioFeatures
         [VirtioDeviceType.Net] = new Table(Merge(Net), NetRules(), NetFrontendEmulated()),
         [VirtioDeviceType.Block] = new Table(Merge(Block), [], 0),
         [VirtioDeviceType.Rng] = new Table(Merge([]), [], 0),
+        [VirtioDeviceType.Input] = new Table(Merge([]), [], 0),
+        [VirtioDeviceType.Console] = new Table(Merge(ConsoleFeatures()), [], 0),
+        [VirtioDeviceType.Scsi] = new Table(Merge(ScsiFeatures()), [], 0),
+        [VirtioDeviceType.Gpu] = new Table(Merge(GpuFeatures()), [], 0),
+        [VirtioDeviceType.Vsock] = new Table(Merge(VsockFeatures()), [], 0),
+        [VirtioDeviceType.Crypto] = new Table(Merge(CryptoFeatures()), [], 0),
+        [VirtioDeviceType.Sound] = new Table(Merge(SoundFeatures()), [], 0),
+        [VirtioDeviceType.Fs] = new Table(Merge(FsFeatures()), [], 0),
+        [VirtioDeviceType.Scmi] = new Table(Merge(ScmiFeatures()), [], 0),
+        [VirtioDeviceType.I2c] = new Table(Merge(I2cFeatures()), [], 0),
+        [VirtioDeviceType.Gpio] = new Table(Merge(GpioFeatures()), [], 0),
     };
 
     private static readonly Table TransportOnly = new(Merge([]), [], 0);
@@ -238,14 +249,8 @@ public static class VirtioFeatures
         return violations;
     }
 
-    /// <summary>The short type label used in messages and documents (<c>net</c>, <c>block</c>, <c>rng</c>, or the numeric id).</summary>
-    internal static string TypeLabel(VirtioDeviceType type) => type switch
-    {
-        VirtioDeviceType.Net => "net",
-        VirtioDeviceType.Block => "block",
-        VirtioDeviceType.Rng => "rng",
-        _ => ((uint)type).ToString(CultureInfo.InvariantCulture),
-    };
+    /// <summary>The short type label used in messages and documents (<c>net</c>, <c>block</c>, <c>input</c>, ..., or the numeric id).</summary>
+    internal static string TypeLabel(VirtioDeviceType type) => VirtioDeviceTypes.NameOf(type);
 
     /// <summary>Bits that a vhost-user frontend emulates for <paramref name="type"/> (see <see cref="FeatureCheckScope.Backend"/>).</summary>
     internal static ulong FrontendEmulatedMask(VirtioDeviceType type) => TableOf(type).FrontendEmulated;

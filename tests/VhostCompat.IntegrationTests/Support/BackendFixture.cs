@@ -12,14 +12,20 @@ internal sealed class BackendFixture : IAsyncDisposable
     private int _sessionsEnded;
 
     public BackendFixture(TestDevice? device = null, Action<VhostUserBackendOptions>? configure = null)
+        : this((VhostUserDevice?)device ?? new TestDevice(), configure)
+    {
+    }
+
+    /// <summary>A fixture for any device (<see cref="Device"/> is then only valid for a <see cref="TestDevice"/>).</summary>
+    public BackendFixture(VhostUserDevice device, Action<VhostUserBackendOptions>? configure = null)
     {
         Directory = System.IO.Directory.CreateTempSubdirectory("vhostcompat-it-").FullName;
         SocketPath = Path.Combine(Directory, "backend.sock");
-        Device = device ?? new TestDevice();
+        AnyDevice = device;
         Options = new VhostUserBackendOptions { SocketPath = SocketPath, MessageTimeout = TimeSpan.FromMilliseconds(500) };
         configure?.Invoke(Options);
         _loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Trace).AddProvider(Logs));
-        Backend = new VhostUserBackend(Device, Options, _loggerFactory);
+        Backend = new VhostUserBackend(device, Options, _loggerFactory);
         Backend.SessionEnded += reason =>
         {
             LastSessionEndReason = reason;
@@ -32,7 +38,9 @@ internal sealed class BackendFixture : IAsyncDisposable
 
     public string SocketPath { get; }
 
-    public TestDevice Device { get; }
+    public TestDevice Device => (TestDevice)AnyDevice;
+
+    public VhostUserDevice AnyDevice { get; }
 
     public VhostUserBackendOptions Options { get; }
 

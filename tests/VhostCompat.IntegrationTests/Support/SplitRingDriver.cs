@@ -80,6 +80,18 @@ internal sealed class SplitRingDriver
 
     public ulong LastWritable { get; private set; }
 
+    /// <summary>Adds a chain of one device-writable buffer (an event queue's buffer); returns the head.</summary>
+    public ushort AddWritable(int length)
+    {
+        ushort head = (ushort)(_nextDesc % Size);
+        _nextDesc++;
+        ulong w = Allocate(length);
+        WriteDescriptor(head, w, (uint)length, 2, 0);
+        Publish(head);
+        LastWritable = w;
+        return head;
+    }
+
     /// <summary>Puts a head in the avail ring and bumps avail.idx.</summary>
     public void Publish(ushort head)
     {
