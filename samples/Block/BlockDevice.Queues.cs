@@ -1,0 +1,212 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using VhostCompat.Queues;
+using VhostCompat.Samples.Block.Interop;
+
+namespace VhostCompat.Samples.Block;
+
+/// <summary>
+/// The request path of the Block sample. Per kick the worker takes every available request (up to the queue depth):
+/// a read or write whose data is in the host page cache is done right there, one preadv2/pwritev2 with RWF_NOWAIT
+/// per request, and pushed; one that would wait for the disk (EAGAIN) goes to a small fixed set of I/O threads,
+/// submitted with the kick's other such requests in one hand-off, and is pushed when the worker next runs. The SDK
+/// publishes the used ring and signals the guest once per kick. Nothing is allocated per request in steady state.
+/// </summary>
+internal sealed partial class BlockDevice
+{
+    private const int EAGAIN = Libc.EAGAIN;
+
+    private readonly IBlockFile _io;
+    private readonly IoThreads? _threads;
+
+    // RWF_NOWAIT works on this file (cleared when the kernel or file system refuses the flag: EOPNOTSUPP).
+    private bool _noWaitRead = true, _noWaitWrite = true;
+
+    /// <summary>Reads and writes finished on the worker without waiting, and those done by the I/O threads.</summary>
+    public long InlineRequests, ThreadedRequests;
+
+    /// <summary>Per running queue (worker only, except <see cref="IoCompletions"/>).</summary>
+    private sealed class QueueState(Virtqueue queue)
+    {
+        public ConcurrentQueue<Operation> Emulated { get; } = new();
+
+        public IoCompletions Completions { get; } = new(queue.Wake);
+
+        public Stack<IoOperation> Free { get; } = new();
+
+        public List<IoOperation> Batch { get; } = new(32);
+
+        /// <summary>Operations out on I/O threads or the emulated path.</summary>
+        public int InFlight;
+    }
+
+    public override void OnQueueStarted(Virtqueue queue) => _running[queue] = new QueueState(queue);
+
+    // Operations still running are abandoned: their chains stay recorded in the inflight buffer, and the next
+    // start of this queue (a reconnect, a restarted process) hands them out again. They finish into the old state.
+    public override void OnQueueStopped(Virtqueue queue) => _running.TryRemove(queue, out _);
+
+    public override void OnQueueKicked(Virtqueue queue)
+    {
+        _running.TryGetValue(queue, out QueueState? state);
+        if (state is not null)
+        {
+            while (state.Emulated.TryDequeue(out Operation? done))
+            {
+                state.InFlight--;
+                CompleteEmulated(queue, done);
+            }
+
+            foreach (IoOperation done in state.Completions.Drain())
+            {
+                state.InFlight--;
+                CompleteThreaded(queue, state, done);
+            }
+        }
+
+        while ((state is null || state.InFlight < _depth) && queue.TryPop(out DescriptorChain? chain))
+        {
+            if (chain.IsResubmitted)
+            {
+                // Reads and writes are idempotent: executing an interrupted request again is exactly right.
+                Interlocked.Increment(ref Resubmitted);
+            }
+
+            if (_depth > 1 && state is not null && TryStart(queue, state, chain))
+            {
+                continue;
+            }
+
+            int written = Serve(chain);
+            queue.Push(chain, written);
+            Interlocked.Increment(ref Requests);
+        }
+
+        if (state is not null && state.Batch.Count > 0)
+        {
+            _threads!.Submit(state.Batch);
+            state.Batch.Clear();
+        }
+    }
+
+    /// <summary>
+    /// A valid read or write: done here if the page cache has it, else queued for the I/O threads. False for
+    /// everything else (flush, get-id, discard, every error status, no I/O threads), which <see cref="Serve"/> does.
+    /// </summary>
+    private bool TryStart(Virtqueue queue, QueueState state, DescriptorChain chain)
+    {
+        if (_latency > TimeSpan.Zero || Volatile.Read(ref _hold) is not null)
+        {
+            return TryStartEmulated(queue, state, chain);
+        }
+
+        Span<byte> header = stackalloc byte[HeaderLength];
+        if (_threads is null || chain.WritableLength < 1 || chain.ReadReadable(0, header) != HeaderLength)
+        {
+            return false;
+        }
+
+        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
+        int statusOffset = chain.WritableLength - 1;
+        bool read = type == TypeIn;
+        int length = read ? statusOffset : chain.ReadableLength - HeaderLength;
+        if ((type != TypeIn && type != TypeOut) || (!read && _readOnly) || !InRange(sector, (ulong)length))
+        {
+            return false;
+        }
+
+        long position = (long)(sector * SectorSize); // InRange: ≤ capacity in bytes, which fits a long
+        byte[] buffer = _buffer.Value!;
+        bool staged = false;
+        if (length <= buffer.Length && (read ? _noWaitRead : _noWaitWrite))
+        {
+            Span<byte> data = buffer.AsSpan(0, length);
+            int r;
+            if (read)
+            {
+                r = BlockTransfer.ReadFully(_io, data, position, noWait: true);
+            }
+            else
+            {
+                chain.ReadReadable(HeaderLength, data); // guest memory is read here, on the worker
+                staged = true;
+                r = BlockTransfer.WriteFully(_io, data, position, noWait: true);
+            }
+
+            if (r == -Libc.EOPNOTSUPP)
+            {
+                if (read)
+                {
+                    _noWaitRead = false;
+                }
+                else
+                {
+                    _noWaitWrite = false;
+                }
+            }
+            else if (r != -EAGAIN)
+            {
+                int used = r == BlockTransfer.Done && read ? chain.WriteWritable(0, data) : 0;
+                Account(read, r == BlockTransfer.Done, length);
+                queue.Push(chain, Status(chain, statusOffset, r == BlockTransfer.Done ? StatusOk : StatusIoErr, used));
+                Interlocked.Increment(ref Requests);
+                Interlocked.Increment(ref InlineRequests);
+                return true;
+            }
+        }
+
+        IoOperation op = state.Free.Count > 0 ? state.Free.Pop() : new IoOperation(state.Completions);
+        if (op.Buffer.Length < length)
+        {
+            op.Buffer = new byte[Math.Max(length, 4096)]; // kept with the operation: grows to the largest request once
+        }
+
+        if (!read)
+        {
+            if (staged)
+            {
+                buffer.AsSpan(0, length).CopyTo(op.Buffer);
+            }
+            else
+            {
+                chain.ReadReadable(HeaderLength, op.Buffer.AsSpan(0, length));
+            }
+        }
+
+        op.Chain = chain;
+        op.Read = read;
+        op.Length = length;
+        op.Position = position;
+        op.StatusOffset = statusOffset;
+        op.Result = 0;
+        state.InFlight++;
+        state.Batch.Add(op);
+        return true;
+    }
+
+    /// <summary>On the worker: copies read data into the guest, writes the status, pushes the chain.</summary>
+    private void CompleteThreaded(Virtqueue queue, QueueState state, IoOperation op)
+    {
+        DescriptorChain chain = op.Chain!;
+        op.Chain = null;
+        bool ok = op.Result == BlockTransfer.Done;
+        int used = ok && op.Read ? chain.WriteWritable(0, op.Buffer.AsSpan(0, op.Length)) : 0;
+        Account(op.Read, ok, op.Length);
+        state.Free.Push(op);
+        queue.Push(chain, Status(chain, op.StatusOffset, ok ? StatusOk : StatusIoErr, used));
+        Interlocked.Increment(ref Requests);
+        Interlocked.Increment(ref ThreadedRequests);
+    }
+
+    private void Account(bool read, bool ok, int length)
+    {
+        if (ok)
+        {
+            Interlocked.Add(ref read ? ref BytesRead : ref BytesWritten, length);
+        }
+    }
+
+    /// <summary>Stops the I/O threads once they have finished what is queued.</summary>
+    public void Dispose() => _threads?.Dispose();
+}
