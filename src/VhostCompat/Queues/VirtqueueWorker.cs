@@ -59,6 +59,8 @@ internal sealed class VirtqueueWorker : IDisposable
 
         /// <summary>1 while a wake-up is queued (several completions in a row cost one pass).</summary>
         public int WakePending;
+
+        public Action? WakeCommand;
     }
 
     /// <summary>Runs <paramref name="action"/> on the worker thread and waits for it (at most 10 s).</summary>
@@ -104,7 +106,8 @@ internal sealed class VirtqueueWorker : IDisposable
             return;
         }
 
-        _commands.Enqueue((() =>
+        // One delegate per binding, not one per wake-up: asynchronous completions allocate nothing.
+        _commands.Enqueue((binding.WakeCommand ??= () =>
         {
             Volatile.Write(ref binding.WakePending, 0);
             if (_bindings.ContainsKey(binding.Token))
