@@ -64,17 +64,22 @@ internal sealed partial class BlockDevice
             }
         }
 
-        while ((state is null || state.InFlight < _depth) && queue.TryPop(out DescriptorChain? chain))
+        DescriptorChain? next = null;
+        while (next is not null || ((state is null || state.InFlight < _depth) && queue.TryPop(out next)))
         {
-            if (chain.IsResubmitted)
+            DescriptorChain chain = next!;
+            next = null;
+            CountResubmitted(chain);
+            if (_depth > 1 && state is not null)
             {
-                // Reads and writes are idempotent: executing an interrupted request again is exactly right.
-                Interlocked.Increment(ref Resubmitted);
-            }
-
-            if (_depth > 1 && state is not null && TryStart(queue, state, chain))
-            {
-                continue;
+                // Alone: nothing in flight, nothing else queued in this kick and the ring has nothing more now. Then
+                // waiting for the disk here costs no other request anything, and a hand-off to a thread and back
+                // (two wake-ups) is pure overhead; ext4 refuses RWF_NOWAIT for buffered writes, so QD1 writes need this.
+                bool alone = state.InFlight == 0 && state.Batch.Count == 0 && !queue.TryPop(out next);
+                if (TryStart(queue, state, chain, alone))
+                {
+                    continue;
+                }
             }
 
             int written = Serve(chain);
@@ -89,11 +94,21 @@ internal sealed partial class BlockDevice
         }
     }
 
+    private void CountResubmitted(DescriptorChain chain)
+    {
+        if (chain.IsResubmitted)
+        {
+            // Reads and writes are idempotent: executing an interrupted request again is exactly right.
+            Interlocked.Increment(ref Resubmitted);
+        }
+    }
+
     /// <summary>
-    /// A valid read or write: done here if the page cache has it, else queued for the I/O threads. False for
+    /// A valid read or write: done here if the page cache has it (or, <paramref name="alone"/>, even if it has to
+    /// wait), else queued for the I/O threads. False for
     /// everything else (flush, get-id, discard, every error status, no I/O threads), which <see cref="Serve"/> does.
     /// </summary>
-    private bool TryStart(Virtqueue queue, QueueState state, DescriptorChain chain)
+    private bool TryStart(Virtqueue queue, QueueState state, DescriptorChain chain, bool alone)
     {
         if (_latency > TimeSpan.Zero || Volatile.Read(ref _hold) is not null)
         {
@@ -119,22 +134,28 @@ internal sealed partial class BlockDevice
         long position = (long)(sector * SectorSize); // InRange: ≤ capacity in bytes, which fits a long
         byte[] buffer = _buffer.Value!;
         bool staged = false;
-        if (length <= buffer.Length && (read ? _noWaitRead : _noWaitWrite))
+        if (length <= buffer.Length)
         {
+            bool noWait = !alone;
+            if (noWait && !(read ? _noWaitRead : _noWaitWrite))
+            {
+                goto Threaded;
+            }
+
             Span<byte> data = buffer.AsSpan(0, length);
             int r;
             if (read)
             {
-                r = BlockTransfer.ReadFully(_io, data, position, noWait: true);
+                r = BlockTransfer.ReadFully(_io, data, position, noWait);
             }
             else
             {
                 chain.ReadReadable(HeaderLength, data); // guest memory is read here, on the worker
                 staged = true;
-                r = BlockTransfer.WriteFully(_io, data, position, noWait: true);
+                r = BlockTransfer.WriteFully(_io, data, position, noWait);
             }
 
-            if (r == -Libc.EOPNOTSUPP)
+            if (r == -Libc.EOPNOTSUPP && noWait)
             {
                 if (read)
                 {
@@ -145,7 +166,7 @@ internal sealed partial class BlockDevice
                     _noWaitWrite = false;
                 }
             }
-            else if (r != -EAGAIN)
+            else if (r != -EAGAIN || !noWait)
             {
                 int used = r == BlockTransfer.Done && read ? chain.WriteWritable(0, data) : 0;
                 Account(read, r == BlockTransfer.Done, length);
@@ -156,6 +177,7 @@ internal sealed partial class BlockDevice
             }
         }
 
+    Threaded:
         IoOperation op = state.Free.Count > 0 ? state.Free.Pop() : new IoOperation(state.Completions);
         if (op.Buffer.Length < length)
         {

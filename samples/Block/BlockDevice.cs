@@ -67,6 +67,9 @@ internal sealed partial class BlockDevice : VhostUserDevice, IDisposable
 
     public long Requests;
 
+    /// <summary>FLUSH requests served (one host fsync each).</summary>
+    public long Flushes;
+
     public override VirtioDeviceType DeviceType => VirtioDeviceType.Block;
 
     private const ulong SegMax = 1UL << 2, Ro = 1UL << 5, BlkSize = 1UL << 6, Flush = 1UL << 9, Mq = 1UL << 12, Discard = 1UL << 13, WriteZeroes = 1UL << 14;
@@ -219,7 +222,9 @@ internal sealed partial class BlockDevice : VhostUserDevice, IDisposable
                 case TypeFlush:
                     if (!_readOnly)
                     {
+                        // Every write acked so far has returned from pwrite (inline or on an I/O thread): fsync covers it.
                         RandomAccess.FlushToDisk(_file);
+                        Interlocked.Increment(ref Flushes);
                     }
 
                     return Status(chain, statusOffset, StatusOk, 0);

@@ -58,6 +58,6 @@ return await VhostUserBackendProgram.RunAsync(args, program =>
     program.OnStopped(_ =>
     {
         progress?.Join();
-        Console.WriteLine($"requests={device!.Requests} resubmitted={device.Resubmitted} inline={device.InlineRequests} threaded={device.ThreadedRequests}");
+        Console.WriteLine($"requests={device!.Requests} resubmitted={device.Resubmitted} inline={device.InlineRequests} threaded={device.ThreadedRequests} flushes={device.Flushes}");
     });
 });

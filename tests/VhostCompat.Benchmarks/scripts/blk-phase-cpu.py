@@ -46,7 +46,7 @@ def task_ns(pid):
 def busy():
     with open('/proc/stat') as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v[:8]) - v[3] - v[4]   # user nice system idle iowait irq softirq steal (guest is inside user)
+    return sum(v[:7]) - v[3] - v[4]   # user nice system irq softirq (guest time is inside user; steal is not ours)
 
 
 def find(needle, also):

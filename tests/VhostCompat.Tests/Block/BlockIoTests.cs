@@ -220,26 +220,46 @@ public sealed class BlockIoTests : IDisposable
     {
         var image = new FakeImage(1 << 20);
         image.NoWaitError = EOPNOTSUPP;
+        image.Script.Enqueue(-EIO); // the I/O thread's first (blocking) read fails
         var (device, ring, queue, woken) = Start(_ram, image);
         using var _d = device;
         var r0 = Request(ring, 0, 0, 0, 512);
-        ring.Offer(0);
+        var r1 = Request(ring, 1, 0, 8, 512);
+        ring.Offer(0, 3);
         device.OnQueueKicked(queue);
-        woken.Wait(TimeSpan.FromSeconds(30)).Should().BeTrue();
-        device.OnQueueKicked(queue);
-        ring.UsedIdx.Should().Be(1);
-        _ram.Read(r0.Status, 1)[0].Should().Be(0);
+        while (device.ThreadedRequests < 2)
+        {
+            woken.Wait(TimeSpan.FromSeconds(30)).Should().BeTrue("the I/O thread wakes the queue");
+            device.OnQueueKicked(queue);
+        }
 
-        image.Script.Enqueue(-EIO); // the I/O thread's (blocking) read fails
-        var r1 = Request(ring, 1, 0, 0, 512);
-        ring.Offer(3);
-        device.OnQueueKicked(queue);
-        woken.Wait(TimeSpan.FromSeconds(30)).Should().BeTrue();
-        device.OnQueueKicked(queue);
         ring.UsedIdx.Should().Be(2);
-        _ram.Read(r1.Status, 1)[0].Should().Be(1, "VIRTIO_BLK_S_IOERR");
-        ring.Used(1).Len.Should().Be(1u, "only the status byte was written");
+        _ram.Read(r0.Status, 1)[0].Should().Be(1, "VIRTIO_BLK_S_IOERR");
+        ring.Used(0).Len.Should().Be(1u, "only the status byte was written");
+        _ram.Read(r1.Status, 1)[0].Should().Be(0);
         image.Calls.Count(c => c.NoWait).Should().Be(1, "after EOPNOTSUPP the worker stops trying RWF_NOWAIT");
+        device.InlineRequests.Should().Be(0);
+    }
+
+    [Fact]
+    public void A_request_alone_on_the_ring_is_done_on_the_worker_even_if_it_must_wait()
+    {
+        var image = new FakeImage(1 << 20);
+        image.NoWaitError = EAGAIN;
+        var (device, ring, queue, _) = Start(_ram, image);
+        using var _d = device;
+        var r0 = Request(ring, 0, 1, 4, 2048);
+        _ram.Write(r0.Data, Enumerable.Repeat((byte)0x77, 2048).ToArray());
+        ring.Offer(0);
+
+        device.OnQueueKicked(queue);
+
+        ring.UsedIdx.Should().Be(1, "no hand-off: nothing else could have run meanwhile");
+        _ram.Read(r0.Status, 1)[0].Should().Be(0);
+        image.Bytes.AsSpan(4 * 512, 2048).ToArray().Should().OnlyContain(b => b == 0x77);
+        image.Calls.Should().ContainSingle().Which.NoWait.Should().BeFalse();
+        device.ThreadedRequests.Should().Be(0);
+        device.InlineRequests.Should().Be(1);
     }
 
     [Fact]
