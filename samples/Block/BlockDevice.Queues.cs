@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using VhostCompat.Queues;
 using VhostCompat.Samples.Block.Interop;
 
@@ -7,10 +9,11 @@ namespace VhostCompat.Samples.Block;
 
 /// <summary>
 /// The request path of the Block sample. Per kick the worker takes every available request (up to the queue depth):
-/// a read or write whose data is in the host page cache is done right there, one preadv2/pwritev2 with RWF_NOWAIT
-/// per request, and pushed; one that would wait for the disk (EAGAIN) goes to a small fixed set of I/O threads,
-/// submitted with the kick's other such requests in one hand-off, and is pushed when the worker next runs. The SDK
-/// publishes the used ring and signals the guest once per kick. Nothing is allocated per request in steady state.
+/// a read or write whose data is in the host page cache is done right there, one system call with RWF_NOWAIT per
+/// request (a read as one preadv2 straight into the chain's guest buffers; a write from a copy), and pushed; one that
+/// would wait for the disk (EAGAIN, or every write on file systems that refuse RWF_NOWAIT for them, like ext4) goes
+/// to a small fixed set of I/O threads, submitted with the kick's other such requests in one hand-off, and is pushed
+/// when the worker next runs. The SDK signals the guest once per kick. Nothing is allocated per request in steady state.
 /// </summary>
 internal sealed partial class BlockDevice
 {
@@ -144,9 +147,15 @@ internal sealed partial class BlockDevice
 
             Span<byte> data = buffer.AsSpan(0, length);
             int r;
+            bool direct = false;
             if (read)
             {
-                r = BlockTransfer.ReadFully(_io, data, position, noWait);
+                r = ReadIntoGuest(chain, length, position, noWait);
+                direct = r != NotDone;
+                if (!direct)
+                {
+                    r = BlockTransfer.ReadFully(_io, data, position, noWait);
+                }
             }
             else
             {
@@ -168,7 +177,7 @@ internal sealed partial class BlockDevice
             }
             else if (r != -EAGAIN || !noWait)
             {
-                int used = r == BlockTransfer.Done && read ? chain.WriteWritable(0, data) : 0;
+                int used = r != BlockTransfer.Done || !read ? 0 : direct ? length : chain.WriteWritable(0, data);
                 Account(read, r == BlockTransfer.Done, length);
                 queue.Push(chain, Status(chain, statusOffset, r == BlockTransfer.Done ? StatusOk : StatusIoErr, used));
                 Interlocked.Increment(ref Requests);
@@ -205,6 +214,44 @@ internal sealed partial class BlockDevice
         state.InFlight++;
         state.Batch.Add(op);
         return true;
+    }
+
+    /// <summary><see cref="ReadIntoGuest"/> did not finish the read: the copying path does it (reads are idempotent).</summary>
+    private const int NotDone = 1;
+
+    /// <summary>
+    /// A read straight into the chain's guest buffers, on the worker (where they are mapped while the chain is out):
+    /// one preadv2 over the writable segments, the status byte left out. <see cref="BlockTransfer.Done"/>, -EAGAIN,
+    /// -errno, or <see cref="NotDone"/> for a short read (partly cached, end of file) or too many segments.
+    /// </summary>
+    private unsafe int ReadIntoGuest(DescriptorChain chain, int length, long position, bool noWait)
+    {
+        int segments = chain.WritableSegmentCount;
+        if (segments > Libc.MaxIoVecs)
+        {
+            return NotDone;
+        }
+
+        Span<Libc.IoVec> iov = stackalloc Libc.IoVec[segments];
+        int n = 0, total = 0;
+        for (int i = 0; i < segments && total < length; i++)
+        {
+            Span<byte> segment = chain.GetWritableSegment(i);
+            int take = Math.Min(segment.Length, length - total);
+            iov[n++] = new Libc.IoVec { Base = Unsafe.AsPointer(ref MemoryMarshal.GetReference(segment)), Length = (nuint)take };
+            total += take;
+        }
+
+        while (true)
+        {
+            long r = _io.ReadVector(iov[..n], position, noWait);
+            if (r == -Libc.EINTR)
+            {
+                continue;
+            }
+
+            return r == length ? BlockTransfer.Done : r < 0 ? (int)r : NotDone;
+        }
     }
 
     /// <summary>On the worker: copies read data into the guest, writes the status, pushes the chain.</summary>

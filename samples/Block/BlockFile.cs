@@ -11,6 +11,9 @@ internal interface IBlockFile
 
     /// <summary>One write at <paramref name="offset"/>; with <paramref name="noWait"/> EAGAIN instead of waiting.</summary>
     long Write(ReadOnlySpan<byte> buffer, long offset, bool noWait);
+
+    /// <summary>One read into several buffers (guest memory, on the worker); may be short like any read.</summary>
+    long ReadVector(ReadOnlySpan<Libc.IoVec> buffers, long offset, bool noWait);
 }
 
 /// <summary>The real image: preadv2/pwritev2 on the file's descriptor, kept open (AddRef) during each call.</summary>
@@ -26,6 +29,27 @@ internal sealed class BlockFile(SafeFileHandle handle) : IBlockFile
             // A closed handle (the process is stopping) fails the request instead of reaching a reused descriptor.
             handle.DangerousAddRef(ref added);
             return Libc.Read((int)handle.DangerousGetHandle(), buffer, offset, noWait ? Libc.RWF_NOWAIT : 0);
+        }
+        catch (ObjectDisposedException)
+        {
+            return -EBADF;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    public long ReadVector(ReadOnlySpan<Libc.IoVec> buffers, long offset, bool noWait)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            return Libc.ReadVector((int)handle.DangerousGetHandle(), buffers, offset, noWait ? Libc.RWF_NOWAIT : 0);
         }
         catch (ObjectDisposedException)
         {

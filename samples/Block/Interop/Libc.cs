@@ -15,12 +15,16 @@ internal static unsafe partial class Libc
     /// <summary>RWF_NOWAIT (linux/fs.h): do not wait for data that is not immediately available.</summary>
     public const int RWF_NOWAIT = 0x8;
 
+    /// <summary>struct iovec: one buffer of a vectored call.</summary>
     [StructLayout(LayoutKind.Sequential)]
-    private struct IoVec
+    public struct IoVec
     {
         public void* Base;
         public nuint Length;
     }
+
+    /// <summary>At most this many buffers per call (well under IOV_MAX, 1024).</summary>
+    public const int MaxIoVecs = 256;
 
     [LibraryImport("libc", EntryPoint = "preadv2", SetLastError = true)]
     private static partial nint PReadV2(int fd, IoVec* iov, int count, long offset, int flags);
@@ -35,6 +39,16 @@ internal static unsafe partial class Libc
         {
             var iov = new IoVec { Base = p, Length = (nuint)buffer.Length };
             nint r = PReadV2(fd, &iov, 1, offset, flags);
+            return r >= 0 ? r : -Marshal.GetLastPInvokeError();
+        }
+    }
+
+    /// <summary>One preadv2 into several buffers: bytes read (0 at end of file) or -errno.</summary>
+    public static long ReadVector(int fd, ReadOnlySpan<IoVec> iov, long offset, int flags)
+    {
+        fixed (IoVec* p = iov)
+        {
+            nint r = PReadV2(fd, p, iov.Length, offset, flags);
             return r >= 0 ? r : -Marshal.GetLastPInvokeError();
         }
     }

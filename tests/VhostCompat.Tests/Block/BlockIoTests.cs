@@ -48,6 +48,38 @@ public sealed class BlockIoTests : IDisposable
             }
         }
 
+        public int VectorCalls;
+
+        public unsafe long ReadVector(ReadOnlySpan<VhostCompat.Samples.Block.Interop.Libc.IoVec> buffers, long offset, bool noWait)
+        {
+            lock (Calls)
+            {
+                int want = 0;
+                foreach (var v in buffers)
+                {
+                    want += (int)v.Length;
+                }
+
+                Calls.Add((true, offset, want, noWait));
+                VectorCalls++;
+                long cap = Next(noWait) ?? long.MaxValue;
+                if (cap <= 0)
+                {
+                    return cap;
+                }
+
+                long done = 0;
+                foreach (var v in buffers)
+                {
+                    int n = (int)Math.Min(Math.Min((long)v.Length, cap - done), Math.Max(0, Bytes.Length - offset - done));
+                    Bytes.AsSpan((int)(offset + done), n).CopyTo(new Span<byte>(v.Base, n));
+                    done += n;
+                }
+
+                return done;
+            }
+        }
+
         public long Write(ReadOnlySpan<byte> buffer, long offset, bool noWait)
         {
             lock (Calls)
@@ -180,6 +212,37 @@ public sealed class BlockIoTests : IDisposable
         image.Calls.Should().HaveCount(2).And.OnlyContain(c => c.NoWait, "one RWF_NOWAIT call per valid request, none for the bad one");
         device.InlineRequests.Should().Be(2);
         device.ThreadedRequests.Should().Be(0);
+    }
+
+    [Fact]
+    public void A_cached_read_goes_straight_into_the_guest_buffers_and_a_short_one_is_finished_by_copying()
+    {
+        var image = new FakeImage(1 << 20);
+        new Random(4).NextBytes(image.Bytes);
+        var (device, ring, queue, _) = Start(_ram, image);
+        using var _d = device;
+        // header | 1000 B + 3096 B + status in its own descriptor, then a second read of 4 KiB whose first call is short
+        ulong header = Data, a = Data + 0x100, b = Data + 0x600, status = Data + 0x80;
+        _ram.W32(header, 0);
+        _ram.W64(header + 8, 16);
+        _ram.Fill(status, 1, 0xFF);
+        ring.Chain([0, 1, 2, 3], new Elem(header, 16), new Elem(a, 1000, Write: true), new Elem(b, 3096, Write: true), new Elem(status, 1, Write: true));
+        var r1 = Request(ring, 2, 0, 64, 4096); // descriptors 6..8
+        ring.Offer(0, 6);
+        image.Script.Enqueue(-EINTR); // the first vectored call is interrupted: retried
+        image.Script.Enqueue(4096);
+        image.Script.Enqueue(100);    // the second request's vectored read is short: copied path reads it again
+
+        device.OnQueueKicked(queue);
+
+        ring.UsedIdx.Should().Be(2);
+        _ram.Read(a, 1000).Concat(_ram.Read(b, 3096)).Should().Equal(image.Bytes[(16 * 512)..(16 * 512 + 4096)]);
+        _ram.Read(status, 1)[0].Should().Be(0);
+        ring.Used(0).Should().Be((0u, 4097u));
+        _ram.Read(r1.Data, 4096).Should().Equal(image.Bytes[(64 * 512)..(64 * 512 + 4096)]);
+        _ram.Read(r1.Status, 1)[0].Should().Be(0);
+        image.VectorCalls.Should().Be(3, "interrupted + whole for the first request, short for the second");
+        device.InlineRequests.Should().Be(2);
     }
 
     [Fact]
