@@ -8,7 +8,7 @@ using VhostCompat.Samples.Block;
 // A vhost-user-blk backend serving a file. The runner gives it QEMU's backend-program conventions (--socket-path,
 // --client, --fd, --print-capabilities, SIGTERM) and --compat-profile, --state-dir, --log-level; see --help.
 // SIGUSR1 holds reads and writes before their I/O (an emulated storage stall: they stay in flight, and each newly
-// held one is logged per queue); SIGUSR2 releases them. On a clean stop it prints requests=N resubmitted=N.
+// held one is logged per queue); SIGUSR2 releases them. On a clean stop it prints requests=N resubmitted=N, then io inline=N threaded=N flushes=N.
 BlockDevice? device = null;
 Thread? progress = null;
 return await VhostUserBackendProgram.RunAsync(args, program =>
@@ -58,6 +58,7 @@ return await VhostUserBackendProgram.RunAsync(args, program =>
     program.OnStopped(_ =>
     {
         progress?.Join();
-        Console.WriteLine($"requests={device!.Requests} resubmitted={device.Resubmitted} inline={device.InlineRequests} threaded={device.ThreadedRequests} flushes={device.Flushes}");
+        Console.WriteLine($"requests={device!.Requests} resubmitted={device.Resubmitted}");
+        Console.WriteLine($"io inline={device.InlineRequests} threaded={device.ThreadedRequests} flushes={device.Flushes}"); // own line: tools parse the first
     });
 });
