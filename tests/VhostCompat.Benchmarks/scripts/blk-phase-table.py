@@ -73,6 +73,16 @@ def main():
             ratios.setdefault(name, []).append((perf, cpu))
             print('| %d | %s (%s) | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f / %.2f |'
                   % (r, name, unit, fq, fc, perf, q[0], c[0], q[1], c[1], cpu, q[2], c[2]))
+    pre = []
+    for r in range(1, rounds + 1):
+        try:
+            pre.append('r%d qsd %s / C# %s' % (r, open('%s/round%d-qsd.preload' % (out, r)).read().strip(),
+                                                open('%s/round%d-cs.preload' % (out, r)).read().strip()))
+        except OSError:
+            pass
+    if pre:
+        print()
+        print('Load before each run (CPUs busy, 1 s, nothing of ours running): ' + '; '.join(pre))
     print()
     print('| workload | median C#/qsd figure | median C#/qsd CPU per request |')
     print('|---|---|---|')

@@ -13,6 +13,7 @@
 #      so 'off' is the like-for-like setting, 'on' is the reference anchor)  OUT=/tmp/vhostcompat-compare-blk
 #      CONFIGURATION=Release  BACKEND_CPU=1 (taskset for both backends; QEMU runs on cpu 0)  TIMEOUT=300
 #      CS_ARGS='' (extra options for samples/Block, e.g. '--io-threads 0')
+#      QUIET_WAIT=0 QUIET_MAX=0.3: before each run wait up to QUIET_WAIT s for other load to drop below QUIET_MAX CPUs
 # Per workload (blk-phase-cpu.py, a read-only /proc poller next to each run): the backend's CPU seconds between the
 # guest's BLK lines, CPU per request, and the foreign load (all busy CPU minus backend, QEMU and the poller).
 # Non-interactive: stdin is /dev/null for every child; needs root (the harness), writes only under $OUT and the
@@ -26,11 +27,11 @@ ROOT=$(cd "$HERE/../../.." && pwd)
 REF=${REF_HARNESS:-/work/shared/reference-harness/blk}
 ROUNDS=${ROUNDS:-2}; IMG_MB=${IMG_MB:-128}; NUM_QUEUES=${NUM_QUEUES:-1}; CACHE_DIRECT=${CACHE_DIRECT:-off}
 OUT=${OUT:-/tmp/vhostcompat-compare-blk}; CONFIGURATION=${CONFIGURATION:-Release}; BACKEND_CPU=${BACKEND_CPU:-1}
-TIMEOUT=${TIMEOUT:-300}
+TIMEOUT=${TIMEOUT:-300}; QUIET_WAIT=${QUIET_WAIT:-0}; QUIET_MAX=${QUIET_MAX:-0.3}
 DLL=$ROOT/samples/Block/bin/$CONFIGURATION/net10.0/VhostCompat.Samples.Block.dll
 [ -x "$REF/qsd-blk.sh" ] || { echo "reference harness not found: $REF/qsd-blk.sh (set REF_HARNESS)" >&2; exit 2; }
 [ -f "$DLL" ] || { echo "build samples/Block first: dotnet build $ROOT/samples/Block -c $CONFIGURATION" >&2; exit 2; }
-mkdir -p "$OUT"; rm -f "$OUT"/round*.txt
+mkdir -p "$OUT"; rm -f "$OUT"/round*.txt "$OUT"/round*.phases "$OUT"/round*.preload
 SOCK=$OUT/cs-blk.sock; IMG=$OUT/cs-disk.img; RUN_DIR=/tmp/harness/qsd-blk/run1
 CS_ARGS=${CS_ARGS:-}
 BE_PID=""
@@ -44,8 +45,18 @@ stop_backend() {
 trap stop_backend EXIT
 trap 'exit 130' INT TERM
 log() { echo "[$(date +%T)] $*" >&2; }
+# busy CPUs over 1 s from /proc/stat (user nice system irq softirq; steal excluded)
+busy_cpus() { local a b; a=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat); sleep 1; b=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+  awk -v a="$a" -v b="$b" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}'; }
+# before each run: wait up to QUIET_WAIT s for the machine's load (nothing of ours runs then) to drop below QUIET_MAX CPUs
+quiet() {
+  local t0=$SECONDS l; l=$(busy_cpus)
+  while awk -v l="$l" -v m="$QUIET_MAX" 'BEGIN{exit !(l > m)}' && [ $((SECONDS - t0)) -lt "$QUIET_WAIT" ]; do l=$(busy_cpus); done
+  log "load before the run: $l CPUs (waited $((SECONDS - t0)) s, QUIET_MAX=$QUIET_MAX)"; echo "$l" > "$1"
+}
 
 run_qsd() {
+  quiet "$OUT/round$r-qsd.preload"
   log "round $r/$ROUNDS: qsd (cache.direct=$CACHE_DIRECT)"
   python3 "$HERE/blk-phase-cpu.py" "$RUN_DIR/console.txt" "$OUT/round$r-qsd.phases" qsd &
   local samp=$!
@@ -57,6 +68,7 @@ run_qsd() {
 run_cs() {
   log "round $r/$ROUNDS: samples/Block (C#) ${CS_ARGS}"
   rm -f "$IMG" "$SOCK"
+  quiet "$OUT/round$r-cs.preload"
   dd if=/dev/zero of="$IMG" bs=1M count="$IMG_MB" conv=fsync status=none   # fully allocated, like the qsd image
   # timeout forwards SIGTERM; taskset execs dotnet, so the wrapper's child is the backend itself
   # shellcheck disable=SC2086 # CS_ARGS is a list of options
