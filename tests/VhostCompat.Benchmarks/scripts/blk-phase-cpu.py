@@ -6,7 +6,7 @@ Usage: blk-phase-cpu.py CONSOLE OUTFILE KIND [PID]
   KIND     'qsd' (find the qemu-storage-daemon process) or 'external' (PID given)
 
 Polls every 20 ms until the guest prints 'BLK: done' (or 400 s pass). Each time new 'BLK:' lines appear it writes
-one line per BLK line:  <epoch> <backend_ticks> <qemu_ticks> <busy_ticks_all_cpus> <sampler_ticks> <name> <backend_ns>
+one line per BLK line:  <epoch> <backend_ticks> <qemu_ticks> <busy_ticks_all_cpus> <sampler_ticks> <name> <backend_ns> <backend_run_delay_ns> <qemu_run_delay_ns>
 where backend_ns sums /proc/PID/task/*/schedstat (threads that exited meanwhile are missing from it)
 where ticks are utime+stime (/proc/PID/stat, CLK_TCK units) and busy_ticks is /proc/stat's cpu line minus idle and
 iowait: busy minus backend minus QEMU minus this sampler is the foreign load. blkbench prints a phase's lines when
@@ -28,14 +28,15 @@ def ticks(pid):
         return -1
 
 
-def task_ns(pid):
-    """CPU nanoseconds of the process's live threads (/proc/PID/task/*/schedstat), finer than the 10 ms ticks."""
+def task_ns(pid, field=0):
+    """Nanoseconds summed over the process's live threads (/proc/PID/task/*/schedstat): field 0 = on CPU (finer than
+    the 10 ms ticks), field 1 = runnable but waiting for a CPU (run delay: how much others kept it from running)."""
     total = 0
     try:
         for t in os.listdir('/proc/%d/task' % pid):
             try:
                 with open('/proc/%d/task/%s/schedstat' % (pid, t)) as f:
-                    total += int(f.read().split()[0])
+                    total += int(f.read().split()[field])
             except (OSError, ValueError, IndexError):
                 pass
     except OSError:
@@ -94,12 +95,13 @@ def main():
                 pos += cut
                 now, b, q, a, s = time.time(), ticks(pid or 0), ticks(qemu or 0), busy(), ticks(me)
                 bns = task_ns(pid or 0)
+                bdelay, qdelay = task_ns(pid or 0, 1), task_ns(qemu or 0, 1)
                 done = False
                 for line in data[:cut].decode(errors='replace').splitlines():
                     line = line.strip('\r')
                     if line.startswith('BLK: '):
                         name = line.split()[1] if len(line.split()) > 1 else '?'
-                        o.write('%.3f %d %d %d %d %s %d\n' % (now, b, q, a, s, name, bns))
+                        o.write('%.3f %d %d %d %d %s %d %d %d\n' % (now, b, q, a, s, name, bns, bdelay, qdelay))
                         done = done or name == 'done'
                 o.flush()
                 if done:

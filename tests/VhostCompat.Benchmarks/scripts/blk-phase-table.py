@@ -22,7 +22,8 @@ def phases(path):
             f = line.split()
             if len(f) >= 6 and f[5] != 'start':
                 ns = int(f[6]) if len(f) > 6 else -1
-                rows.append((float(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5], ns))
+                qd = int(f[8]) if len(f) > 8 else -1
+                rows.append((float(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5], ns, qd))
     except OSError:
         pass
     res = {}
@@ -34,7 +35,9 @@ def phases(path):
                 be, qe, busy, me = r[1] - p[1], r[2] - p[2], r[3] - p[3], r[4] - p[4]
                 foreign = (busy - be - qe - me) / HZ / dt if dt > 0 else float('nan')
                 cpu = (r[6] - p[6]) / 1e9 if r[6] >= 0 and p[6] >= 0 and r[6] >= p[6] else be / HZ
-                res[name] = (cpu, cpu / n * 1e6, max(foreign, 0.0), dt)
+                qcpu = qe / HZ / dt if dt > 0 else float('nan')
+                qwait = (r[7] - p[7]) / 1e9 / dt if dt > 0 and r[7] >= 0 and p[7] >= 0 else float('nan')
+                res[name] = (cpu, cpu / n * 1e6, max(foreign, 0.0), dt, qcpu, qwait)
     return res
 
 
@@ -53,10 +56,11 @@ def results(path):
 def main():
     out, rounds = sys.argv[1], int(sys.argv[2])
     print()
-    print('Per workload: guest figure, backend CPU s in the phase (thread schedstat ns; 10 ms ticks if absent), CPU us per request, foreign CPUs.')
+    print('Per workload: guest figure, backend CPU s in the phase (thread schedstat ns; 10 ms ticks if absent), CPU us per request, foreign CPUs,\n'
+          'and QEMU (the TCG guest, the bottleneck) in CPUs: on a CPU, and runnable but waiting for one (nan: not recorded).')
     print()
-    print('| round | workload | qsd | C# | C#/qsd | qsd CPU s | C# CPU s | qsd us/req | C# us/req | CPU/req C#/qsd | foreign CPUs qsd / C# |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    print('| round | workload | qsd | C# | C#/qsd | qsd CPU s | C# CPU s | qsd us/req | C# us/req | CPU/req C#/qsd | foreign CPUs qsd / C# | QEMU running / waiting for a CPU, qsd ; C# |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     ratios = {}
     for r in range(1, rounds + 1):
         pq, pc = phases('%s/round%d-qsd.phases' % (out, r)), phases('%s/round%d-cs.phases' % (out, r))
@@ -66,13 +70,13 @@ def main():
                 fq, fc = float(rq[name]), float(rc[name])
                 q, c = pq[name], pc[name]
             except (KeyError, ValueError):
-                print('| %d | %s | - | - | - | - | - | - | - | - | - |' % (r, name))
+                print('| %d | %s | - | - | - | - | - | - | - | - | - | - |' % (r, name))
                 continue
             perf = fc / fq if fq else float('nan')
             cpu = c[1] / q[1] if q[1] else float('nan')
             ratios.setdefault(name, []).append((perf, cpu))
-            print('| %d | %s (%s) | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f / %.2f |'
-                  % (r, name, unit, fq, fc, perf, q[0], c[0], q[1], c[1], cpu, q[2], c[2]))
+            print('| %d | %s (%s) | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f | %.2f | %.2f / %.2f | %.2f / %.2f ; %.2f / %.2f |'
+                  % (r, name, unit, fq, fc, perf, q[0], c[0], q[1], c[1], cpu, q[2], c[2], q[4], q[5], c[4], c[5]))
     pre = []
     for r in range(1, rounds + 1):
         try:
