@@ -20,7 +20,7 @@ namespace VhostCompat.Samples.Block;
 /// pool, and <see cref="Virtqueue.Wake"/> brings each completion back. Other requests, and every
 /// request with <c>--queue-depth 1</c>, run synchronously on the worker.
 /// </summary>
-internal sealed class BlockDevice : VhostUserDevice
+internal sealed partial class BlockDevice : VhostUserDevice, IDisposable
 {
     public const int SectorSize = 512;
     private const int HeaderLength = 16;
@@ -46,8 +46,13 @@ internal sealed class BlockDevice : VhostUserDevice
     private TaskCompletionSource? _hold;
     private readonly long[] _heldReads, _heldWrites;
 
-    public BlockDevice(SafeFileHandle file, long size, bool readOnly, int queues, string serial, int queueDepth = 1, TimeSpan latency = default)
+    /// <param name="ioThreads">Threads for reads and writes that would wait for the disk; 0: the worker does them.</param>
+    /// <param name="io">The image's system calls (tests pass a fake); by default preadv2/pwritev2 on <paramref name="file"/>.</param>
+    public BlockDevice(SafeFileHandle file, long size, bool readOnly, int queues, string serial, int queueDepth = 1, TimeSpan latency = default,
+        int ioThreads = 0, IBlockFile? io = null)
     {
+        _io = io ?? new BlockFile(file);
+        _threads = ioThreads > 0 && queueDepth > 1 ? new IoThreads(_io, ioThreads) : null;
         _heldReads = new long[queues];
         _heldWrites = new long[queues];
         _depth = queueDepth;
@@ -61,24 +66,10 @@ internal sealed class BlockDevice : VhostUserDevice
 
     public long Requests;
 
+    /// <summary>FLUSH requests served (one host fsync each).</summary>
+    public long Flushes;
+
     public override VirtioDeviceType DeviceType => VirtioDeviceType.Block;
-
-    /// <summary>
-    /// Raised (on a thread-pool thread) each time a read or write starts waiting because requests are held:
-    /// the queue index and how many reads and writes of that queue are now held.
-    /// </summary>
-    public event Action<int, long, long>? Held;
-
-    /// <summary>
-    /// Emulates a storage stall: from now on, asynchronous reads and writes wait before doing their I/O, so they
-    /// stay in flight (taken from the ring, not completed) until <see cref="ReleaseRequests"/>. A crash test kills
-    /// the process once the <see cref="Held"/> counts say what it needs, instead of hoping a timed kill finds some.
-    /// </summary>
-    public void HoldRequests() =>
-        Interlocked.CompareExchange(ref _hold, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), null);
-
-    /// <summary>Ends a stall started by <see cref="HoldRequests"/>: every held request proceeds.</summary>
-    public void ReleaseRequests() => Interlocked.Exchange(ref _hold, null)?.TrySetResult();
 
 
     public override ulong DeviceFeatures =>
@@ -157,172 +148,6 @@ internal sealed class BlockDevice : VhostUserDevice
         c.Slice(offset, destination.Length).CopyTo(destination);
     }
 
-    /// <summary>One read or write in flight: the chain, and the pooled buffer the host I/O uses.</summary>
-    private sealed class Operation(DescriptorChain chain, bool read, byte[] buffer, int length, long position, int statusOffset)
-    {
-        public DescriptorChain Chain { get; } = chain;
-
-        public bool Read { get; } = read;
-
-        public byte[] Buffer { get; } = buffer;
-
-        public int Length { get; } = length;
-
-        public long Position { get; } = position;
-
-        public int StatusOffset { get; } = statusOffset;
-
-        public byte Status { get; set; }
-    }
-
-    /// <summary>Per running queue: completions waiting for the worker, and how many operations are out (worker only).</summary>
-    private sealed class QueueState
-    {
-        public ConcurrentQueue<Operation> Done { get; } = new();
-
-        public int InFlight;
-    }
-
-    public override void OnQueueStarted(Virtqueue queue) => _running[queue] = new QueueState();
-
-    // Operations still running are abandoned: their chains stay recorded in the inflight buffer, and the next
-    // start of this queue (a reconnect, a restarted process) hands them out again.
-    public override void OnQueueStopped(Virtqueue queue) => _running.TryRemove(queue, out _);
-
-    public override void OnQueueKicked(Virtqueue queue)
-    {
-        _running.TryGetValue(queue, out QueueState? state);
-        if (state is not null)
-        {
-            while (state.Done.TryDequeue(out Operation? done))
-            {
-                state.InFlight--;
-                Complete(queue, done);
-            }
-        }
-
-        while ((state is null || state.InFlight < _depth) && queue.TryPop(out DescriptorChain? chain))
-        {
-            if (chain.IsResubmitted)
-            {
-                // Reads and writes are idempotent: executing an interrupted request again is exactly right.
-                Interlocked.Increment(ref Resubmitted);
-            }
-
-            if (_depth > 1 && state is not null && TryStart(queue, state, chain))
-            {
-                continue;
-            }
-
-            int written = Serve(chain);
-            queue.Push(chain, written);
-            Interlocked.Increment(ref Requests);
-        }
-    }
-
-    /// <summary>Starts a valid read or write on the thread pool; false for anything to be served synchronously.</summary>
-    private bool TryStart(Virtqueue queue, QueueState state, DescriptorChain chain)
-    {
-        Span<byte> header = stackalloc byte[HeaderLength];
-        if (chain.WritableLength < 1 || chain.ReadReadable(0, header) != HeaderLength)
-        {
-            return false;
-        }
-
-        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
-        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
-        int statusOffset = chain.WritableLength - 1;
-        bool read = type == TypeIn;
-        int length = read ? statusOffset : chain.ReadableLength - HeaderLength;
-        if ((type != TypeIn && type != TypeOut) || (!read && _readOnly) || !InRange(sector, (ulong)length))
-        {
-            return false; // flush, get-id, discard, and every error status: synchronous
-        }
-
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
-        if (!read)
-        {
-            chain.ReadReadable(HeaderLength, buffer.AsSpan(0, length)); // guest memory is read here, on the worker
-        }
-
-        var op = new Operation(chain, read, buffer, length, (long)(sector * SectorSize), statusOffset);
-        state.InFlight++;
-        _ = Task.Run(async () =>
-        {
-            if (_latency > TimeSpan.Zero)
-            {
-                await Task.Delay(_latency).ConfigureAwait(false);
-            }
-
-            if (Volatile.Read(ref _hold) is { } hold)
-            {
-                await WaitWhileHeldAsync(queue.Index, op.Read, hold.Task).ConfigureAwait(false);
-            }
-
-            try
-            {
-                if (op.Read)
-                {
-                    int done = 0;
-                    while (done < op.Length)
-                    {
-                        int n = RandomAccess.Read(_file, op.Buffer.AsSpan(done, op.Length - done), op.Position + done);
-                        if (n == 0)
-                        {
-                            op.Buffer.AsSpan(done, op.Length - done).Clear();
-                            break;
-                        }
-
-                        done += n;
-                    }
-                }
-                else
-                {
-                    RandomAccess.Write(_file, op.Buffer.AsSpan(0, op.Length), op.Position);
-                }
-
-                op.Status = StatusOk;
-            }
-            catch (IOException)
-            {
-                op.Status = StatusIoErr;
-            }
-
-            state.Done.Enqueue(op);
-            queue.Wake();
-        });
-        return true;
-    }
-
-    private async Task WaitWhileHeldAsync(int queue, bool read, Task released)
-    {
-        long[] counts = read ? _heldReads : _heldWrites;
-        Interlocked.Increment(ref counts[queue]);
-        Held?.Invoke(queue, Interlocked.Read(ref _heldReads[queue]), Interlocked.Read(ref _heldWrites[queue]));
-        await released.ConfigureAwait(false);
-        Interlocked.Decrement(ref counts[queue]);
-    }
-
-    /// <summary>On the worker: copies read data into the guest, writes the status, completes the chain.</summary>
-    private void Complete(Virtqueue queue, Operation op)
-    {
-        int data = 0;
-        if (op.Status == StatusOk && op.Read)
-        {
-            op.Chain.WriteWritable(0, op.Buffer.AsSpan(0, op.Length));
-            data = op.Length;
-            Interlocked.Add(ref BytesRead, op.Length);
-        }
-        else if (op.Status == StatusOk)
-        {
-            Interlocked.Add(ref BytesWritten, op.Length);
-        }
-
-        ArrayPool<byte>.Shared.Return(op.Buffer);
-        queue.Push(op.Chain, Status(op.Chain, op.StatusOffset, op.Status, data));
-        Interlocked.Increment(ref Requests);
-    }
-
     /// <summary>Executes one request; returns the bytes written into the chain (data + status).</summary>
     internal int Serve(DescriptorChain chain)
     {
@@ -396,7 +221,9 @@ internal sealed class BlockDevice : VhostUserDevice
                 case TypeFlush:
                     if (!_readOnly)
                     {
+                        // Every write acked so far has returned from pwrite (inline or on an I/O thread): fsync covers it.
                         RandomAccess.FlushToDisk(_file);
+                        Interlocked.Increment(ref Flushes);
                     }
 
                     return Status(chain, statusOffset, StatusOk, 0);

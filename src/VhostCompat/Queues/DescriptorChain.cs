@@ -147,5 +147,45 @@ public sealed class DescriptorChain
         return written;
     }
 
+    /// <summary>How many separate guest buffers make up the device-writable part, in chain order (for vectored I/O).</summary>
+    public int WritableSegmentCount
+    {
+        get
+        {
+            int n = 0;
+            for (int i = 0; i < _count; i++)
+            {
+                n += _segments[i].Writable ? 1 : 0;
+            }
+
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// The <paramref name="index"/>-th device-writable guest buffer, in chain order, as a span over guest memory, so
+    /// a device can read a file straight into it (one <c>preadv</c> over all of them) instead of copying through
+    /// <see cref="WriteWritable"/>. The span is valid only until the chain is pushed, and only on the queue's worker
+    /// thread (after a push or a queue stop the memory may be unmapped). The whole buffer is marked dirty in the
+    /// migration log when it is handed out, whatever the device then writes into it.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="index"/> is negative or not below <see cref="WritableSegmentCount"/>.</exception>
+    public unsafe Span<byte> GetWritableSegment(int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        int seen = 0;
+        for (int i = 0; i < _count; i++)
+        {
+            ref readonly Segment s = ref _segments[i];
+            if (s.Writable && seen++ == index)
+            {
+                _owner.MarkDirty(s.GuestPhysicalAddress, (ulong)s.Length);
+                return new Span<byte>((byte*)s.Address, s.Length);
+            }
+        }
+
+        throw new ArgumentOutOfRangeException(nameof(index), $"{index} not below {seen} writable segments");
+    }
+
     private readonly record struct Segment(nint Address, ulong GuestPhysicalAddress, int Length, bool Writable);
 }

@@ -32,6 +32,9 @@ internal sealed class QueueBinding(VirtqueueWorker worker, Virtqueue queue, Inte
     /// <summary>1 while a wake-up is queued (several completions in a row cost one pass).</summary>
     public int WakePending;
 
+    /// <summary>The wake-up command, made once per binding (a wake-up allocates nothing).</summary>
+    public Action? WakeCommand;
+
     /// <summary>False once detached: registrations made afterwards are refused.</summary>
     public volatile bool Attached = true;
 }

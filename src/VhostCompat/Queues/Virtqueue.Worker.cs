@@ -18,7 +18,16 @@ public abstract partial class Virtqueue
         {
             b.Worker.Wake(b);
         }
+        else
+        {
+            Volatile.Read(ref _detachedWaker)?.Invoke();
+        }
     }
+
+    private Action? _detachedWaker;
+
+    /// <summary>What <see cref="Wake"/> does for a queue on no worker (a queue driven by hand, as unit tests do).</summary>
+    internal void SetWaker(Action? waker) => Volatile.Write(ref _detachedWaker, waker);
 
     /// <summary>
     /// Puts an external fd (a host evdev node, a timerfd, a socket, an eventfd) on this queue's worker:

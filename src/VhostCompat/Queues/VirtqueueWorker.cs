@@ -96,7 +96,8 @@ internal sealed class VirtqueueWorker : IDisposable
             return;
         }
 
-        _commands.Enqueue((() =>
+        // One delegate per binding, not one per wake-up: asynchronous completions allocate nothing.
+        _commands.Enqueue((binding.WakeCommand ??= () =>
         {
             Volatile.Write(ref binding.WakePending, 0);
             if (_bindings.ContainsKey(binding.Token))

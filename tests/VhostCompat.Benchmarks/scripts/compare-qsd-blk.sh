@@ -12,6 +12,12 @@
 # Env: ROUNDS=2  IMG_MB=128  NUM_QUEUES=1  CACHE_DIRECT=off (qsd; samples/Block always uses the host page cache,
 #      so 'off' is the like-for-like setting, 'on' is the reference anchor)  OUT=/tmp/vhostcompat-compare-blk
 #      CONFIGURATION=Release  BACKEND_CPU=1 (taskset for both backends; QEMU runs on cpu 0)  TIMEOUT=300
+#      CS_ARGS='' (extra options for samples/Block, e.g. '--io-threads 0')
+#      QUIET_WAIT=0 QUIET_MAX=0.3: before each run wait up to QUIET_WAIT s for other load to drop below QUIET_MAX CPUs
+# Per workload (blk-phase-cpu.py, a read-only /proc poller next to each run): the backend's CPU seconds between the
+# guest's BLK lines, CPU per request, and the foreign load (all busy CPU minus backend, QEMU and the poller).
+# Non-interactive: stdin is /dev/null for every child; needs root (the harness), writes only under $OUT and the
+# harness's /tmp/harness/qsd-blk.
 # Output: $OUT/round<N>-{qsd,cs}.txt (RESULT lines), $OUT/round<N>-{qsd,cs}/ (the harness run directory),
 #         $OUT/round<N>-cs-backend.log, and a table on stdout (also $OUT/table.md).
 # Every process runs under timeout and is stopped by its PID; nothing else is touched.
@@ -21,12 +27,13 @@ ROOT=$(cd "$HERE/../../.." && pwd)
 REF=${REF_HARNESS:-/work/shared/reference-harness/blk}
 ROUNDS=${ROUNDS:-2}; IMG_MB=${IMG_MB:-128}; NUM_QUEUES=${NUM_QUEUES:-1}; CACHE_DIRECT=${CACHE_DIRECT:-off}
 OUT=${OUT:-/tmp/vhostcompat-compare-blk}; CONFIGURATION=${CONFIGURATION:-Release}; BACKEND_CPU=${BACKEND_CPU:-1}
-TIMEOUT=${TIMEOUT:-300}
+TIMEOUT=${TIMEOUT:-300}; QUIET_WAIT=${QUIET_WAIT:-0}; QUIET_MAX=${QUIET_MAX:-0.3}
 DLL=$ROOT/samples/Block/bin/$CONFIGURATION/net10.0/VhostCompat.Samples.Block.dll
 [ -x "$REF/qsd-blk.sh" ] || { echo "reference harness not found: $REF/qsd-blk.sh (set REF_HARNESS)" >&2; exit 2; }
 [ -f "$DLL" ] || { echo "build samples/Block first: dotnet build $ROOT/samples/Block -c $CONFIGURATION" >&2; exit 2; }
-mkdir -p "$OUT"; rm -f "$OUT"/round*.txt
-SOCK=$OUT/cs-blk.sock; IMG=$OUT/cs-disk.img
+mkdir -p "$OUT"; rm -f "$OUT"/round*.txt "$OUT"/round*.phases "$OUT"/round*.preload
+SOCK=$OUT/cs-blk.sock; IMG=$OUT/cs-disk.img; RUN_DIR=/tmp/harness/qsd-blk/run1
+CS_ARGS=${CS_ARGS:-}
 BE_PID=""
 stop_backend() {
   [ -n "$BE_PID" ] || return 0
@@ -38,28 +45,52 @@ stop_backend() {
 trap stop_backend EXIT
 trap 'exit 130' INT TERM
 log() { echo "[$(date +%T)] $*" >&2; }
+# busy CPUs over 1 s from /proc/stat (user nice system irq softirq; steal excluded)
+busy_cpus() { local a b; a=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat); sleep 1; b=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+  awk -v a="$a" -v b="$b" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}'; }
+# before each run: wait up to QUIET_WAIT s for the machine's load (nothing of ours runs then) to drop below QUIET_MAX CPUs
+quiet() {
+  local t0=$SECONDS l; l=$(busy_cpus)
+  while awk -v l="$l" -v m="$QUIET_MAX" 'BEGIN{exit !(l > m)}' && [ $((SECONDS - t0)) -lt "$QUIET_WAIT" ]; do l=$(busy_cpus); done
+  log "load before the run: $l CPUs (waited $((SECONDS - t0)) s, QUIET_MAX=$QUIET_MAX)"; echo "$l" > "$1"
+}
 
-for r in $(seq 1 "$ROUNDS"); do
+run_qsd() {
+  quiet "$OUT/round$r-qsd.preload"
   log "round $r/$ROUNDS: qsd (cache.direct=$CACHE_DIRECT)"
+  python3 "$HERE/blk-phase-cpu.py" "$RUN_DIR/console.txt" "$OUT/round$r-qsd.phases" qsd &
+  local samp=$!
   RUNS=1 BACKEND=qsd IMG_MB=$IMG_MB NUM_QUEUES=$NUM_QUEUES CACHE_DIRECT=$CACHE_DIRECT QSD_CPU=$BACKEND_CPU TIMEOUT=$TIMEOUT \
-    "$REF/qsd-blk.sh" > "$OUT/round$r-qsd.txt" 2> "$OUT/round$r-qsd.stderr"
-  rm -rf "$OUT/round$r-qsd"; cp -r /tmp/harness/qsd-blk/run1 "$OUT/round$r-qsd" 2>/dev/null
-
-  log "round $r/$ROUNDS: samples/Block (C#)"
+    "$REF/qsd-blk.sh" > "$OUT/round$r-qsd.txt" 2> "$OUT/round$r-qsd.stderr" < /dev/null
+  kill "$samp" 2>/dev/null; wait "$samp" 2>/dev/null
+  rm -rf "$OUT/round$r-qsd"; cp -r "$RUN_DIR" "$OUT/round$r-qsd" 2>/dev/null
+}
+run_cs() {
+  log "round $r/$ROUNDS: samples/Block (C#) ${CS_ARGS}"
   rm -f "$IMG" "$SOCK"
+  quiet "$OUT/round$r-cs.preload"
   dd if=/dev/zero of="$IMG" bs=1M count="$IMG_MB" conv=fsync status=none   # fully allocated, like the qsd image
   # timeout forwards SIGTERM; taskset execs dotnet, so the wrapper's child is the backend itself
+  # shellcheck disable=SC2086 # CS_ARGS is a list of options
   timeout -k 5 "$TIMEOUT" taskset -c "$BACKEND_CPU" dotnet "$DLL" --socket-path "$SOCK" --image "$IMG" \
-    --queues "$NUM_QUEUES" --serial vhostcompat-bench > "$OUT/round$r-cs-backend.log" 2>&1 &
+    --queues "$NUM_QUEUES" --serial vhostcompat-bench $CS_ARGS > "$OUT/round$r-cs-backend.log" 2>&1 < /dev/null &
   BE_PID=$!
   for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
   be_child=$(ps -o pid= --ppid "$BE_PID" | tr -d ' ' | head -1)
+  python3 "$HERE/blk-phase-cpu.py" "$RUN_DIR/console.txt" "$OUT/round$r-cs.phases" external "${be_child:-$BE_PID}" &
+  local samp=$!
   RUNS=1 BACKEND=external SOCK=$SOCK IMG=$IMG BACKEND_PID=${be_child:-$BE_PID} NUM_QUEUES=$NUM_QUEUES TIMEOUT=$TIMEOUT \
-    "$REF/qsd-blk.sh" > "$OUT/round$r-cs.txt" 2> "$OUT/round$r-cs.stderr"
+    "$REF/qsd-blk.sh" > "$OUT/round$r-cs.txt" 2> "$OUT/round$r-cs.stderr" < /dev/null
+  kill "$samp" 2>/dev/null; wait "$samp" 2>/dev/null
   stop_backend
-  rm -rf "$OUT/round$r-cs"; cp -r /tmp/harness/qsd-blk/run1 "$OUT/round$r-cs" 2>/dev/null
+  rm -rf "$OUT/round$r-cs"; cp -r "$RUN_DIR" "$OUT/round$r-cs" 2>/dev/null
   echo "RESULT run=1 backend_requests $(grep -oE 'requests=[0-9]+' "$OUT/round$r-cs-backend.log" | tail -1 | cut -d= -f2) count" >> "$OUT/round$r-cs.txt"
   echo "RESULT run=1 backend_fail_lines $(grep -cE '(fail|crit):' "$OUT/round$r-cs-backend.log") count" >> "$OUT/round$r-cs.txt"
+}
+
+# interleaved, and the order alternates between rounds (qsd first in odd rounds) so that a drifting load hits both
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then run_qsd; run_cs; else run_cs; run_qsd; fi
 done
 
 python3 - "$OUT" "$ROUNDS" <<'PY' | tee "$OUT/table.md"
@@ -98,3 +129,4 @@ for f in figs:
 for k in ('verify', 'host_verify', 'write_zeroes', 'discard', 'status', 'noisy', 'backend_requests', 'backend_fail_lines'):
     print('| %s | | %s | |' % (k, ' | '.join((data[(r, b)].get(k) or ('-',))[0] for r in range(1, rounds + 1) for b in ('qsd', 'cs'))))
 PY
+python3 "$HERE/blk-phase-table.py" "$OUT" "$ROUNDS" | tee -a "$OUT/table.md"
