@@ -70,7 +70,8 @@ if [ -n "${NATIVE[VhostCompat.Cli]:-}" ]; then
   same "profile format" profile format type=net,mrg_rxbuf=off,max_ring=256
   same "caps validate" caps validate "$caps"
   same "caps validate --json" --json caps validate "$caps"
-  same "catalog verify (dpdk-net)" catalog verify --caps "$cat_dir/dpdk-net.json" --lock "$ROOT/src/VhostCompat.Cli/catalogs/locks/dpdk-net.lock.json"
+  same "catalog show (dpdk-net)" catalog show "$cat_dir/dpdk-net.json"
+  same "catalog show --json (qsd-blk)" --json catalog show "$cat_dir/qemu-storage-daemon-blk.json"
   same "bad argument" features decode nonsense
 fi
 

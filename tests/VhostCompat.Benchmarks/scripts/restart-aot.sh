@@ -26,13 +26,17 @@ RESULTS=$OUT/results.txt
 say() { echo "$*" | tee -a "$RESULTS"; }
 
 say "restart-aot $(date -u +%FT%TZ) head $(git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg) qemu $(qemu-system-x86_64 --version | head -1)"
-dotnet publish samples/Block -c Release -r linux-x64 -p:PublishAot=true -o "$OUT/native" >"$OUT/publish.log" 2>&1 || { tail -20 "$OUT/publish.log"; exit 1; }
+NATIVE=${NATIVE:-}   # a directory that already holds the native VhostCompat.Samples.Block (e.g. publish-aot.sh's OUT/Block)
+if [ -z "$NATIVE" ]; then
+  NATIVE=$OUT/native
+  dotnet publish samples/Block -c Release -r linux-x64 -p:PublishAot=true -o "$NATIVE" >"$OUT/publish.log" 2>&1 || { tail -20 "$OUT/publish.log"; exit 1; }
+fi
 dotnet build tests/VhostCompat.InteropTests -c Release >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
 
 run() { # mode round
   local mode=$1 r=$2 log=$OUT/r$2-$1.log
   local env=(VHOSTCOMPAT_REQUIRE_INTEROP=1)
-  [ "$mode" = aot ] && env+=(VHOSTCOMPAT_SAMPLE_NATIVE_DIR="$OUT/native")
+  [ "$mode" = aot ] && env+=(VHOSTCOMPAT_SAMPLE_NATIVE_DIR="$NATIVE")
   local l0; l0=$(cut -d' ' -f1 /proc/loadavg)
   env "${env[@]}" timeout 900 dotnet test tests/VhostCompat.InteropTests -c Release --no-build \
     --filter "FullyQualifiedName~Block_backend_killed_with_SIGKILL" --logger "console;verbosity=detailed" >"$log" 2>&1 || say "round $r $mode: test FAILED (see $log)"
