@@ -7,7 +7,7 @@
 #
 # Runs the interop test BlockCrashRecoveryInteropTests (QEMU 7.2 TCG guest, vhost-user-blk-pci, chardev
 # reconnect=1, two writers with requests in flight, samples/Block killed with SIGKILL and started again; split and
-# packed rings) once per mode and round. AOT: VHOSTCOMPAT_SAMPLE_NATIVE_DIR points the harness at the NativeAOT
+# packed rings; the filter also takes the QEMU 10.0 variant in Qemu10InteropTests) once per mode and round. AOT: VHOSTCOMPAT_SAMPLE_NATIVE_DIR points the harness at the NativeAOT
 # executable published here, so both the killed and the restarted backend are native. The test prints the restarted
 # backend's milestones from its own log timestamps, relative to its process start (kernel start time):
 #   listening            - the backend's start-up (runtime + SDK, acked-state record loaded, socket bound)
@@ -40,14 +40,17 @@ run() { # mode round
   local l0; l0=$(cut -d' ' -f1 /proc/loadavg)
   env "${env[@]}" timeout 900 dotnet test tests/VhostCompat.InteropTests -c Release --no-build \
     --filter "FullyQualifiedName~Block_backend_killed_with_SIGKILL" --logger "console;verbosity=detailed" >"$log" 2>&1 || say "round $r $mode: test FAILED (see $log)"
-  grep -o 'RESTART-TO-SERVING (block): .*' "$log" | while read -r line; do
+  # detailed console logger: "Passed <test> [..]" precedes that test's output, which holds its RESTART-TO-SERVING line
+  awk '/^ *(Passed|Failed) VhostCompat/{name=$2" "$3} /RESTART-TO-SERVING \(block\)/{print name "|" $0}' "$log" |
+  sed 's/VhostCompat.InteropTests.//; s/^Qemu10InteropTests[^|]*/QEMU 10.0/; s/^BlockCrashRecoveryInteropTests[^(|]*(packedRing: True)/QEMU 7.2 packed/; s/^BlockCrashRecoveryInteropTests[^(|]*(packedRing: False)/QEMU 7.2 split/' |
+  while IFS='|' read -r test line; do
     l=$(grep -oP 'listening \K[0-9]+' <<<"$line" || echo NA)
     c=$(grep -oP 'frontend connected \K[0-9]+' <<<"$line" || echo NA)
     f=$(grep -oP 'first request completed \K[0-9]+' <<<"$line" || echo NA)
     if [[ $l != NA && $c != NA && $f != NA ]]; then
-      say "round $r $mode: listening $l ms, frontend connected $c ms, first used-ring update $f ms | backend part $((l + f - c)) ms (start-up $l + connect->first $((f - c))), QEMU reconnect wait $((c - l)) ms | load $l0 -> $(cut -d' ' -f1 /proc/loadavg)"
+      say "round $r $mode, $test: listening $l ms, frontend connected $c ms, first used-ring update $f ms | backend part $((l + f - c)) ms (start-up $l + connect->first $((f - c))), QEMU reconnect wait $((c - l)) ms | load $l0 -> $(cut -d' ' -f1 /proc/loadavg)"
     else
-      say "round $r $mode: $line"
+      say "round $r $mode, $test: $line"
     fi
   done
 }
