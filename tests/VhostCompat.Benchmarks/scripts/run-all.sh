@@ -46,7 +46,7 @@ part() { # name, summary-extractor function, command...
   local log=$OUT/$name.log b0 t0 b1 t1 rc s0 l0
   read -r b0 t0 < <(stat_busy); s0=$(date -u +%T); l0=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "[run-all $(date -u +%T)] $name: $*"
-  ( "$@" ) > "$log" 2>&1; rc=$?
+  ( BENCH_LOG=$log; export BENCH_LOG; "$@" ) > "$log" 2>&1; rc=$?
   read -r b1 t1 < <(stat_busy)
   {
     echo "## $name"
@@ -62,25 +62,29 @@ part() { # name, summary-extractor function, command...
   [ $rc -eq 0 ] || STATUS=1
 }
 
-x_handshake() { grep -E '^\|' "$ROOT/BenchmarkDotNet.Artifacts/results/VhostCompat.Benchmarks.HandshakeBenchmarks-report-github.md" 2>/dev/null | cut -d'|' -f2,6- ; grep -h '^handshake ' "$1"; }
+x_handshake() { grep -E '^\|' "$ROOT/BenchmarkDotNet.Artifacts/results/VhostCompat.Benchmarks.HandshakeBenchmarks-report-github.md" 2>/dev/null | tr -d '*'; grep -h '^handshake ' "$1"; }
 x_ring() {
   for r in SplitRingBenchmarks WalkerExperimentBenchmarks; do
-    grep -E '^\|' "$ROOT/BenchmarkDotNet.Artifacts/results/VhostCompat.Benchmarks.$r-report-github.md" 2>/dev/null | cut -d'|' -f2,3,7-
+    grep -E '^\|' "$ROOT/BenchmarkDotNet.Artifacts/results/VhostCompat.Benchmarks.$r-report-github.md" 2>/dev/null | tr -d '*' | grep -Ev '^\| +\|'
   done
-  grep -E 'shape|OneDesc|TwoDesc|Indirect|bytes|alloc|ALLOC|PASS|FAIL' "$1" | grep -v '^|' | tail -20
+  grep -E '^(walker-ab|alloc-check|a benchmark threw)|MissingMethod|Unhandled exception' "$1" | tail -24
 }
 x_tail() { grep -E 'RUN |ROUND|SUMMARY|ratio|NOISY|median|^\|' "$1" | tail -40; }
 x_aot() { cat /tmp/vhostcompat-run-all-aot/results.txt 2>/dev/null; }
 
 run_handshake() {
   dotnet build tests/VhostCompat.Benchmarks -c Release -nologo -v q || return 1
+  rm -rf "$ROOT/BenchmarkDotNet.Artifacts/results"
   dotnet "$BENCH" --filter '*HandshakeBenchmarks*' || return 1
   for q in 2 32; do for m in ack pipelined; do dotnet "$BENCH" handshake 100 $q $m || return 1; done; done
 }
 run_ring() {
-  dotnet "$BENCH" --filter '*SplitRingBenchmarks*' '*WalkerExperimentBenchmarks*' --job short --inProcess || return 1
-  taskset -c 0 dotnet "$BENCH" walker-ab 9 || return 1
-  dotnet "$BENCH" alloc-check 2000000
+  local rc=0
+  dotnet "$BENCH" --filter '*SplitRingBenchmarks*' '*WalkerExperimentBenchmarks*' --job short --inProcess || rc=1
+  grep -q 'Exception' "$BENCH_LOG" && { echo "a benchmark threw an exception (above)"; rc=1; }
+  taskset -c 0 dotnet "$BENCH" walker-ab 9 || rc=1
+  dotnet "$BENCH" alloc-check 2000000 || rc=1
+  return $rc
 }
 
 part handshake x_handshake run_handshake
