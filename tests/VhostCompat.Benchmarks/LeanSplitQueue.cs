@@ -49,7 +49,10 @@ internal sealed unsafe class LeanSplitQueue
         _chains = new DescriptorChain[_size];
         for (int i = 0; i < _size; i++)
         {
-            _chains[i] = (DescriptorChain)Activator.CreateInstance(typeof(DescriptorChain), nonPublic: true)!;
+            // The constructor is internal and takes the owning queue (used only to mark device writes dirty, which this
+            // experiment never does): no owner.
+            _chains[i] = (DescriptorChain)Activator.CreateInstance(
+                typeof(DescriptorChain), System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic, null, [null], null)!;
         }
     }
 

@@ -29,11 +29,9 @@ public abstract partial class Virtqueue
         _memory = memory;
         Indirect = indirect;
         EventIndex = eventIndex;
+        // Chain objects are created on first use of each head: a queue that never sees traffic (most of
+        // the 32 rings of a multiqueue device at start-up) costs one array, not Size chains with their segments.
         _chains = new DescriptorChain[size];
-        for (int i = 0; i < size; i++)
-        {
-            _chains[i] = new DescriptorChain(this);
-        }
     }
 
     /// <summary>The queue index (net: RX = 2·pair, TX = 2·pair + 1).</summary>
@@ -171,7 +169,7 @@ public abstract partial class Virtqueue
         _retained.Clear();
     }
 
-    private protected DescriptorChain ChainFor(ushort head) => _chains[head];
+    private protected DescriptorChain ChainFor(ushort head) => _chains[head] ??= new DescriptorChain(this);
 
     /// <summary>Latches the queue broken with a reason; signals the error fd.</summary>
     private protected bool Break(string reason)

@@ -43,9 +43,23 @@ internal static class SampleProcess
     /// Starts <c>dotnet ARGS</c> (ARGS begins with the sample's dll) without logo and colours, bounded by
     /// <paramref name="timeout"/> (default 6 min), and lists its stdout and stderr as "<paramref name="label"/> log/stderr".
     /// </summary>
+    /// <remarks>
+    /// With <c>VHOSTCOMPAT_SAMPLE_NATIVE_DIR</c> set (tests/VhostCompat.Benchmarks/scripts/restart-aot.sh), a sample whose
+    /// NativeAOT executable (the dll's name without <c>.dll</c>) is in that directory runs as that executable instead.
+    /// </remarks>
     public static ExternalProcess Start(InteropRun run, string name, IEnumerable<string> args, TimeSpan? timeout, string label)
     {
-        var process = ExternalProcess.Start(new ExternalProcessOptions(name, RepositoryLayout.DotnetHost, args, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
+        var argv = args.ToList();
+        string host = RepositoryLayout.DotnetHost;
+        if (Environment.GetEnvironmentVariable("VHOSTCOMPAT_SAMPLE_NATIVE_DIR") is { Length: > 0 } nativeDir && argv.Count > 0
+            && argv[0].EndsWith(".dll", StringComparison.Ordinal)
+            && Path.Combine(nativeDir, Path.GetFileNameWithoutExtension(argv[0])) is var native && File.Exists(native))
+        {
+            host = native;
+            argv.RemoveAt(0);
+        }
+
+        var process = ExternalProcess.Start(new ExternalProcessOptions(name, host, argv, run.Directory, timeout ?? TimeSpan.FromMinutes(6))
         {
             Environment = { ["DOTNET_NOLOGO"] = "1", ["NO_COLOR"] = "1" },
         });
