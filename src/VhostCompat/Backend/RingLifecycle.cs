@@ -239,8 +239,7 @@ internal sealed class RingLifecycle
         VhostCompat.Log.QueueState(_logger, ring.Index, "started", ring.Size, ring.Enabled, ring.Base);
         _device.OnQueueStateChanged(ring.Info);
         VhostUserDevice device = _device;
-        ring.Worker.Invoke(() => device.OnQueueStarted(queue));
-        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked, device.OnQueueEnabledChanged);
+        ring.Binding = ring.Worker.Attach(queue, ring.KickPolled ? null : ring.Kick, device.OnQueueKicked, device.OnQueueEnabledChanged, device.OnQueueStarted);
         RingStarted?.Invoke(ring);
     }
 
@@ -289,9 +288,7 @@ internal sealed class RingLifecycle
 
         if (ring.Queue is { } queue && ring.Worker is { } worker)
         {
-            worker.Detach(ring.Binding!);
-            VhostUserDevice device = _device;
-            worker.Invoke(() => device.OnQueueStopped(queue));
+            worker.Detach(ring.Binding!, _device.OnQueueStopped);
             ring.Base = queue.Base;
             queue.ReleaseRetained();
             Metrics.Untrack(queue);

@@ -73,11 +73,14 @@ internal sealed class VirtqueueWorker : IDisposable
     /// the handler whenever the queue's enable state differs from the one last reported (first with true when the
     /// queue starts enabled); <see cref="Poke"/> after <c>SetEnabled</c> makes a change reach it at once.
     /// </summary>
-    public QueueBinding Attach(Virtqueue queue, FileDescriptor? kick, Action<Virtqueue> handler, Action<Virtqueue, bool>? enabledChanged = null)
+    public QueueBinding Attach(Virtqueue queue, FileDescriptor? kick, Action<Virtqueue> handler, Action<Virtqueue, bool>? enabledChanged = null,
+        Action<Virtqueue>? started = null)
     {
         QueueBinding? binding = null;
+        // One round trip to the worker per ring start: the device's start callback, the registration and the first look.
         Invoke(() =>
         {
+            RunDeviceCallback(started, queue); // a throwing callback is logged; the queue is attached all the same
             binding = new QueueBinding(this, queue, kick, handler, enabledChanged, _nextToken++);
             _bindings[binding.Token] = binding;
             queue.SetBinding(binding);
@@ -141,8 +144,9 @@ internal sealed class VirtqueueWorker : IDisposable
     }
 
     /// <summary>Detaches a queue and drops its fd watches; when this returns the worker will never touch it again.</summary>
-    public void Detach(QueueBinding binding)
+    public void Detach(QueueBinding binding, Action<Virtqueue>? stopped = null)
     {
+        // One round trip per ring stop: after the registration is gone, the device's stop callback.
         Invoke(() =>
         {
             binding.Attached = false;
@@ -161,7 +165,21 @@ internal sealed class VirtqueueWorker : IDisposable
 
                 _polled.Remove(binding);
             }
+
+            RunDeviceCallback(stopped, binding.Queue);
         });
+    }
+
+    private void RunDeviceCallback(Action<Virtqueue>? callback, Virtqueue queue)
+    {
+        try
+        {
+            callback?.Invoke(queue);
+        }
+        catch (Exception ex)
+        {
+            Log.SessionFault(_logger, ex, ex.Message);
+        }
     }
 
     /// <summary>Adds <paramref name="handle"/> to the epoll set for <paramref name="binding"/>'s queue (any thread; waits).</summary>
