@@ -121,15 +121,15 @@ internal sealed unsafe class LeanSplitQueue
                 return Break("loop");
             }
 
-            byte* d = table + (index * QueueLayout.DescriptorSize);
+            byte* d = table + (index * VirtqueueLayout.DescriptorSize);
             ulong addr = Unsafe.ReadUnaligned<ulong>(d);
             uint len = Unsafe.ReadUnaligned<uint>(d + 8);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 12);
             ushort next = Unsafe.ReadUnaligned<ushort>(d + 14);
-            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            if ((flags & VirtqueueLayout.DescFlagIndirect) != 0)
             {
-                if (indirect || (flags & QueueLayout.DescFlagNext) != 0
-                    || len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > (uint)_size)
+                if (indirect || (flags & VirtqueueLayout.DescFlagNext) != 0
+                    || len == 0 || len % VirtqueueLayout.DescriptorSize != 0 || len / VirtqueueLayout.DescriptorSize > (uint)_size)
                 {
                     return Break("bad indirect descriptor");
                 }
@@ -140,14 +140,14 @@ internal sealed unsafe class LeanSplitQueue
                 }
 
                 table = (byte*)t;
-                tableSize = (int)(len / QueueLayout.DescriptorSize);
+                tableSize = (int)(len / VirtqueueLayout.DescriptorSize);
                 indirect = true;
                 index = 0;
                 count = 0;
                 continue;
             }
 
-            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            bool writable = (flags & VirtqueueLayout.DescFlagWrite) != 0;
             if (!writable && sawWritable)
             {
                 return Break("readable after writable");
@@ -181,7 +181,7 @@ internal sealed unsafe class LeanSplitQueue
                 }
             }
 
-            if ((flags & QueueLayout.DescFlagNext) == 0)
+            if ((flags & VirtqueueLayout.DescFlagNext) == 0)
             {
                 return true;
             }

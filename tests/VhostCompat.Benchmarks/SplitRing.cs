@@ -57,19 +57,19 @@ internal sealed unsafe class SplitRing : IDisposable
                     WriteDesc(_desc, head, buf, 76, 0, 0);
                     break;
                 case ChainShape.TwoDesc:
-                    WriteDesc(_desc, head, buf, 12, QueueLayout.DescFlagNext, (ushort)(head + 1));
+                    WriteDesc(_desc, head, buf, 12, VirtqueueLayout.DescFlagNext, (ushort)(head + 1));
                     WriteDesc(_desc, head + 1, buf + 64, 64, 0, 0);
                     break;
                 case ChainShape.TwoDescRW:
-                    WriteDesc(_desc, head, buf, 16, QueueLayout.DescFlagNext, (ushort)(head + 1));
-                    WriteDesc(_desc, head + 1, buf + 64, 512, QueueLayout.DescFlagWrite, 0);
+                    WriteDesc(_desc, head, buf, 16, VirtqueueLayout.DescFlagNext, (ushort)(head + 1));
+                    WriteDesc(_desc, head + 1, buf + 64, 512, VirtqueueLayout.DescFlagWrite, 0);
                     break;
                 case ChainShape.Indirect2:
                     ulong table = _ram.Gpa(0, IndirectOffset + ((ulong)head * 32));
                     byte* t = _ram.Host(table);
-                    WriteDesc(t, 0, buf, 12, QueueLayout.DescFlagNext, 1);
+                    WriteDesc(t, 0, buf, 12, VirtqueueLayout.DescFlagNext, 1);
                     WriteDesc(t, 1, buf + 64, 64, 0, 0);
-                    WriteDesc(_desc, head, table, 32, QueueLayout.DescFlagIndirect, 0);
+                    WriteDesc(_desc, head, table, 32, VirtqueueLayout.DescFlagIndirect, 0);
                     break;
             }
 
@@ -113,7 +113,7 @@ internal sealed unsafe class SplitRing : IDisposable
 
     private static void WriteDesc(byte* table, int index, ulong addr, uint len, ushort flags, ushort next)
     {
-        byte* d = table + (index * QueueLayout.DescriptorSize);
+        byte* d = table + (index * VirtqueueLayout.DescriptorSize);
         Unsafe.WriteUnaligned(d, addr);
         Unsafe.WriteUnaligned(d + 8, len);
         Unsafe.WriteUnaligned(d + 12, flags);

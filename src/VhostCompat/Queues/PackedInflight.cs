@@ -109,9 +109,9 @@ internal sealed unsafe class PackedInflight
         if (used != oldUsed || wrap != oldWrap)
         {
             // A push was under way. If its used descriptor reached the ring, the push happened: commit it.
-            ushort flags = Volatile.Read(ref *(ushort*)(ring + (oldUsed * QueueLayout.DescriptorSize) + 14));
-            bool avail = (flags & QueueLayout.PackedFlagAvail) != 0;
-            bool usedBit = (flags & QueueLayout.PackedFlagUsed) != 0;
+            ushort flags = Volatile.Read(ref *(ushort*)(ring + (oldUsed * VirtqueueLayout.DescriptorSize) + 14));
+            bool avail = (flags & VirtqueueLayout.PackedFlagAvail) != 0;
+            bool usedBit = (flags & VirtqueueLayout.PackedFlagUsed) != 0;
             bool published = avail == (oldWrap == 1) && usedBit == (oldWrap == 1);
             if (published)
             {
@@ -179,7 +179,7 @@ internal sealed unsafe class PackedInflight
                 return null;
             }
 
-            var descriptors = new byte[num * QueueLayout.DescriptorSize];
+            var descriptors = new byte[num * VirtqueueLayout.DescriptorSize];
             int c = h;
             for (int j = 0; j < num; j++)
             {
@@ -191,7 +191,7 @@ internal sealed unsafe class PackedInflight
 
                 owner[c] = h + 1;
                 byte* src = t.Entry(c);
-                fixed (byte* dst = &descriptors[j * QueueLayout.DescriptorSize])
+                fixed (byte* dst = &descriptors[j * VirtqueueLayout.DescriptorSize])
                 {
                     Unsafe.WriteUnaligned(dst, Unsafe.ReadUnaligned<ulong>(src + 24));
                     Unsafe.WriteUnaligned(dst + 8, Unsafe.ReadUnaligned<uint>(src + 20));
@@ -272,7 +272,7 @@ internal sealed unsafe class PackedInflight
         int slot = first;
         for (int k = 0; k < slots; k++)
         {
-            byte* d = ring + (slot * QueueLayout.DescriptorSize);
+            byte* d = ring + (slot * VirtqueueLayout.DescriptorSize);
             byte* x = Entry(e);
             Unsafe.WriteUnaligned(x + 24, Unsafe.ReadUnaligned<ulong>(d));
             Unsafe.WriteUnaligned(x + 20, Unsafe.ReadUnaligned<uint>(d + 8));

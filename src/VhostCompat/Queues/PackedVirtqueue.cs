@@ -87,7 +87,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
     internal override string? Translate(GuestMemoryTable table)
     {
-        if (!table.TryTranslateFrontendVirtual(_ringAddress, (ulong)Size * QueueLayout.DescriptorSize, out nint r)
+        if (!table.TryTranslateFrontendVirtual(_ringAddress, (ulong)Size * VirtqueueLayout.DescriptorSize, out nint r)
             || !table.TryTranslateFrontendVirtual(_driverAreaAddress, 4, out nint drv)
             || !table.TryTranslateFrontendVirtual(_deviceAreaAddress, 4, out nint dev))
         {
@@ -102,9 +102,9 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
     private bool IsAvailable(int slot, bool wrap)
     {
-        ushort flags = Volatile.Read(ref *(ushort*)(_ring + (slot * QueueLayout.DescriptorSize) + 14));
-        bool avail = (flags & QueueLayout.PackedFlagAvail) != 0;
-        bool used = (flags & QueueLayout.PackedFlagUsed) != 0;
+        ushort flags = Volatile.Read(ref *(ushort*)(_ring + (slot * VirtqueueLayout.DescriptorSize) + 14));
+        bool avail = (flags & VirtqueueLayout.PackedFlagAvail) != 0;
+        bool used = (flags & VirtqueueLayout.PackedFlagUsed) != 0;
         return avail == wrap && used != wrap;
     }
 
@@ -132,10 +132,10 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                 return Break($"queue {Index}: packed chain at slot {_lastAvail} is longer than the ring");
             }
 
-            byte* d = _ring + (slot * QueueLayout.DescriptorSize);
+            byte* d = _ring + (slot * VirtqueueLayout.DescriptorSize);
             bufferId = Unsafe.ReadUnaligned<ushort>(d + 12);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
-            if ((flags & QueueLayout.DescFlagIndirect) != 0 || (flags & QueueLayout.DescFlagNext) == 0)
+            if ((flags & VirtqueueLayout.DescFlagIndirect) != 0 || (flags & VirtqueueLayout.DescFlagNext) == 0)
             {
                 break;
             }
@@ -184,14 +184,14 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         bool sawWritable = false;
         for (int i = 0; i < slots; i++)
         {
-            byte* d = descriptors + (slot * QueueLayout.DescriptorSize);
+            byte* d = descriptors + (slot * VirtqueueLayout.DescriptorSize);
             ulong addr = Unsafe.ReadUnaligned<ulong>(d);
             uint len = Unsafe.ReadUnaligned<uint>(d + 8);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
             bool last = i == slots - 1;
-            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            if ((flags & VirtqueueLayout.DescFlagIndirect) != 0)
             {
-                if (!Indirect || (flags & QueueLayout.DescFlagNext) != 0 || i != 0 || !last)
+                if (!Indirect || (flags & VirtqueueLayout.DescFlagNext) != 0 || i != 0 || !last)
                 {
                     return Break($"queue {Index}: invalid indirect descriptor at slot {slot}");
                 }
@@ -199,12 +199,12 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
                 return WalkIndirect(c, addr, len);
             }
 
-            if (((flags & QueueLayout.DescFlagNext) == 0) != last || (last && Unsafe.ReadUnaligned<ushort>(d + 12) != bufferId))
+            if (((flags & VirtqueueLayout.DescFlagNext) == 0) != last || (last && Unsafe.ReadUnaligned<ushort>(d + 12) != bufferId))
             {
                 return Break($"queue {Index}: packed chain changed while being read");
             }
 
-            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            bool writable = (flags & VirtqueueLayout.DescFlagWrite) != 0;
             if (!writable && sawWritable)
             {
                 return Break($"queue {Index}: device-readable descriptor after a device-writable one at slot {slot}");
@@ -226,8 +226,8 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     {
         chain = null;
         PackedInflight.Pending pending = _resubmit[_resubmitNext];
-        int slots = pending.Descriptors.Length / QueueLayout.DescriptorSize;
-        ushort bufferId = BitConverter.ToUInt16(pending.Descriptors, ((slots - 1) * QueueLayout.DescriptorSize) + 12);
+        int slots = pending.Descriptors.Length / VirtqueueLayout.DescriptorSize;
+        ushort bufferId = BitConverter.ToUInt16(pending.Descriptors, ((slots - 1) * VirtqueueLayout.DescriptorSize) + 12);
         if (bufferId >= Size)
         {
             return Break($"queue {Index}: resubmitted buffer id {bufferId} outside the ring of {Size}");
@@ -273,7 +273,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
 
     private bool WalkIndirect(DescriptorChain c, ulong addr, uint len)
     {
-        if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > (uint)Size)
+        if (len == 0 || len % VirtqueueLayout.DescriptorSize != 0 || len / VirtqueueLayout.DescriptorSize > (uint)Size)
         {
             return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16");
         }
@@ -284,18 +284,18 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         }
 
         bool sawWritable = false;
-        for (int i = 0; i < len / QueueLayout.DescriptorSize; i++)
+        for (int i = 0; i < len / VirtqueueLayout.DescriptorSize; i++)
         {
-            byte* d = table + (i * QueueLayout.DescriptorSize);
+            byte* d = table + (i * VirtqueueLayout.DescriptorSize);
             ulong a = Unsafe.ReadUnaligned<ulong>(d);
             uint l = Unsafe.ReadUnaligned<uint>(d + 8);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 14);
-            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            if ((flags & VirtqueueLayout.DescFlagIndirect) != 0)
             {
                 return Break($"queue {Index}: nested indirect descriptor");
             }
 
-            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            bool writable = (flags & VirtqueueLayout.DescFlagWrite) != 0;
             if (!writable && sawWritable)
             {
                 return Break($"queue {Index}: device-readable descriptor after a device-writable one in an indirect table");
@@ -326,14 +326,14 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
             _inflight.BeginPush(chain.InflightEntry, usedAfter, wrapAfter);
         }
 
-        byte* d = _ring + (_usedIndex * QueueLayout.DescriptorSize);
+        byte* d = _ring + (_usedIndex * VirtqueueLayout.DescriptorSize);
         Unsafe.WriteUnaligned(d + 8, length);
         Unsafe.WriteUnaligned(d + 12, chain.Head); // the buffer id (packed chains are pooled by it)
-        ushort flags = (ushort)((_usedWrap ? QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed : 0) | (length > 0 ? QueueLayout.DescFlagWrite : 0));
+        ushort flags = (ushort)((_usedWrap ? VirtqueueLayout.PackedFlagAvail | VirtqueueLayout.PackedFlagUsed : 0) | (length > 0 ? VirtqueueLayout.DescFlagWrite : 0));
         Volatile.Write(ref *(ushort*)(d + 14), flags); // release: id and len are visible first
-        if (DirtyLog is not null && Memory.TryFrontendVirtualToGuestPhysical(_ringAddress + ((ulong)_usedIndex * QueueLayout.DescriptorSize), out ulong gpa))
+        if (DirtyLog is not null && Memory.TryFrontendVirtualToGuestPhysical(_ringAddress + ((ulong)_usedIndex * VirtqueueLayout.DescriptorSize), out ulong gpa))
         {
-            MarkDirty(gpa, QueueLayout.DescriptorSize);
+            MarkDirty(gpa, VirtqueueLayout.DescriptorSize);
         }
 
         _usedIndex = usedAfter;
@@ -346,7 +346,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
     {
         if (!IsBroken)
         {
-            Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventDisable);
+            Volatile.Write(ref *(ushort*)(_deviceArea + 2), VirtqueueLayout.PackedEventDisable);
             LogDeviceAreaWrite();
         }
     }
@@ -368,7 +368,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         }
 
         // Device area flags = ENABLE: the driver should kick for new buffers.
-        Volatile.Write(ref *(ushort*)(_deviceArea + 2), QueueLayout.PackedEventEnable);
+        Volatile.Write(ref *(ushort*)(_deviceArea + 2), VirtqueueLayout.PackedEventEnable);
         LogDeviceAreaWrite();
         Interlocked.MemoryBarrier();
         return IsAvailable(_lastAvail, _availWrap) || _resubmitNext < _resubmit.Length;
@@ -385,11 +385,11 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         ushort offWrap = Volatile.Read(ref *(ushort*)_driverArea);
         ushort flags = Volatile.Read(ref *(ushort*)(_driverArea + 2));
         bool need;
-        if (flags == QueueLayout.PackedEventDisable)
+        if (flags == VirtqueueLayout.PackedEventDisable)
         {
             need = false;
         }
-        else if (flags == QueueLayout.PackedEventDesc && EventIndex)
+        else if (flags == VirtqueueLayout.PackedEventDesc && EventIndex)
         {
             int eventOffset = offWrap & 0x7FFF;
             bool eventWrap = (offWrap & 0x8000) != 0;
@@ -406,7 +406,7 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
             }
 
             // An offset beyond the ring can never be reached: treat it as "notify" (virtio 1.x "Driver and Device Event Suppression": the offset must lie inside the ring).
-            need = (offWrap & 0x7FFF) >= Size || QueueLayout.NeedEvent((ushort)eventOffset, (ushort)newIndex, (ushort)oldIndex);
+            need = (offWrap & 0x7FFF) >= Size || VirtqueueLayout.NeedEvent((ushort)eventOffset, (ushort)newIndex, (ushort)oldIndex);
         }
         else
         {

@@ -67,9 +67,9 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
 
     internal override string? Translate(GuestMemoryTable table)
     {
-        if (!table.TryTranslateFrontendVirtual(_descAddress, (ulong)Size * QueueLayout.DescriptorSize, out nint d)
-            || !table.TryTranslateFrontendVirtual(_availAddress, QueueLayout.SplitAvailBytes(Size), out nint a)
-            || !table.TryTranslateFrontendVirtual(_usedAddress, QueueLayout.SplitUsedBytes(Size), out nint u))
+        if (!table.TryTranslateFrontendVirtual(_descAddress, (ulong)Size * VirtqueueLayout.DescriptorSize, out nint d)
+            || !table.TryTranslateFrontendVirtual(_availAddress, VirtqueueLayout.SplitAvailBytes(Size), out nint a)
+            || !table.TryTranslateFrontendVirtual(_usedAddress, VirtqueueLayout.SplitUsedBytes(Size), out nint u))
         {
             return $"queue {Index}: ring structures are not inside guest memory";
         }
@@ -168,12 +168,12 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
                 return Break($"queue {Index}: descriptor chain from head {head} is longer than its table ({tableSize}) — a loop");
             }
 
-            byte* d = table + (index * QueueLayout.DescriptorSize);
+            byte* d = table + (index * VirtqueueLayout.DescriptorSize);
             ulong addr = Unsafe.ReadUnaligned<ulong>(d);
             uint len = Unsafe.ReadUnaligned<uint>(d + 8);
             ushort flags = Unsafe.ReadUnaligned<ushort>(d + 12);
             ushort next = Unsafe.ReadUnaligned<ushort>(d + 14);
-            if ((flags & QueueLayout.DescFlagIndirect) != 0)
+            if ((flags & VirtqueueLayout.DescFlagIndirect) != 0)
             {
                 if (indirect)
                 {
@@ -185,12 +185,12 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
                     return Break($"queue {Index}: indirect descriptor without INDIRECT_DESC negotiated");
                 }
 
-                if ((flags & QueueLayout.DescFlagNext) != 0)
+                if ((flags & VirtqueueLayout.DescFlagNext) != 0)
                 {
                     return Break($"queue {Index}: indirect descriptor combined with NEXT in chain {head}");
                 }
 
-                if (len == 0 || len % QueueLayout.DescriptorSize != 0 || len / QueueLayout.DescriptorSize > (uint)Size)
+                if (len == 0 || len % VirtqueueLayout.DescriptorSize != 0 || len / VirtqueueLayout.DescriptorSize > (uint)Size)
                 {
                     return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {Size} entries");
                 }
@@ -201,14 +201,14 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
                 }
 
                 table = t;
-                tableSize = (int)(len / QueueLayout.DescriptorSize);
+                tableSize = (int)(len / VirtqueueLayout.DescriptorSize);
                 indirect = true;
                 index = 0;
                 count = 0;
                 continue;
             }
 
-            bool writable = (flags & QueueLayout.DescFlagWrite) != 0;
+            bool writable = (flags & VirtqueueLayout.DescFlagWrite) != 0;
             if (!writable && sawWritable)
             {
                 return Break($"queue {Index}: device-readable descriptor after a device-writable one in chain {head}");
@@ -225,7 +225,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
                 return Break($"queue {Index}: buffer 0x{addr:x}+{len} in chain {head} is not inside guest memory (or the chain exceeds 2 GiB)");
             }
 
-            if ((flags & QueueLayout.DescFlagNext) == 0)
+            if ((flags & VirtqueueLayout.DescFlagNext) == 0)
             {
                 return true;
             }
@@ -303,11 +303,11 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         if (EventIndex)
         {
             ushort usedEvent = Volatile.Read(ref *(ushort*)(_avail + 4 + (2 * Size)));
-            need = QueueLayout.NeedEvent(usedEvent, _usedIndex, _signalledUsed);
+            need = VirtqueueLayout.NeedEvent(usedEvent, _usedIndex, _signalledUsed);
         }
         else
         {
-            need = (Volatile.Read(ref *(ushort*)_avail) & QueueLayout.AvailFlagNoInterrupt) == 0;
+            need = (Volatile.Read(ref *(ushort*)_avail) & VirtqueueLayout.AvailFlagNoInterrupt) == 0;
         }
 
         _pendingSignal = false;

@@ -321,7 +321,7 @@ public abstract partial class Virtqueue
             return true;
         }
 
-        _indirectCopy ??= GC.AllocateUninitializedArray<byte>(Size * QueueLayout.DescriptorSize, pinned: true);
+        _indirectCopy ??= GC.AllocateUninitializedArray<byte>(Size * VirtqueueLayout.DescriptorSize, pinned: true);
         var copy = new TableCopy { Destination = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_indirectCopy)), Room = (ulong)_indirectCopy.Length };
         bool ok = length <= copy.Room && Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref copy, static (ref TableCopy c, nint piece, ulong n) =>
         {

@@ -4,7 +4,7 @@ namespace VhostCompat.Virtio;
 // section of each device type. Methods, not fields: the tables are built by VirtioFeatures' static initializer.
 public static partial class VirtioFeatures
 {
-    private static VirtioFeature[] ConsoleFeatures()
+    private static VirtioFeatureInfo[] ConsoleFeatures()
     {
         var t = VirtioDeviceType.Console;
         return
@@ -15,7 +15,7 @@ public static partial class VirtioFeatures
         ];
     }
 
-    private static VirtioFeature[] ScsiFeatures()
+    private static VirtioFeatureInfo[] ScsiFeatures()
     {
         var t = VirtioDeviceType.Scsi;
         return
@@ -27,7 +27,7 @@ public static partial class VirtioFeatures
         ];
     }
 
-    private static VirtioFeature[] GpuFeatures()
+    private static VirtioFeatureInfo[] GpuFeatures()
     {
         var t = VirtioDeviceType.Gpu;
         return
@@ -40,7 +40,7 @@ public static partial class VirtioFeatures
         ];
     }
 
-    private static VirtioFeature[] VsockFeatures()
+    private static VirtioFeatureInfo[] VsockFeatures()
     {
         var t = VirtioDeviceType.Vsock;
         return
@@ -51,7 +51,7 @@ public static partial class VirtioFeatures
         ];
     }
 
-    private static VirtioFeature[] CryptoFeatures()
+    private static VirtioFeatureInfo[] CryptoFeatures()
     {
         var t = VirtioDeviceType.Crypto;
         return
@@ -65,17 +65,17 @@ public static partial class VirtioFeatures
         ];
     }
 
-    private static VirtioFeature[] SoundFeatures() => [new(0, "ctls", "VIRTIO_SND_F_CTLS", VirtioDeviceType.Sound)];
+    private static VirtioFeatureInfo[] SoundFeatures() => [new(0, "ctls", "VIRTIO_SND_F_CTLS", VirtioDeviceType.Sound)];
 
-    private static VirtioFeature[] FsFeatures() => [new(0, "notification", "VIRTIO_FS_F_NOTIFICATION", VirtioDeviceType.Fs)];
+    private static VirtioFeatureInfo[] FsFeatures() => [new(0, "notification", "VIRTIO_FS_F_NOTIFICATION", VirtioDeviceType.Fs)];
 
-    private static VirtioFeature[] ScmiFeatures() =>
+    private static VirtioFeatureInfo[] ScmiFeatures() =>
     [
         new(0, "p2a_channels", "VIRTIO_SCMI_F_P2A_CHANNELS", VirtioDeviceType.Scmi),
         new(1, "shared_memory", "VIRTIO_SCMI_F_SHARED_MEMORY", VirtioDeviceType.Scmi),
     ];
 
-    private static VirtioFeature[] I2cFeatures() => [new(0, "zero_length_request", "VIRTIO_I2C_F_ZERO_LENGTH_REQUEST", VirtioDeviceType.I2c)];
+    private static VirtioFeatureInfo[] I2cFeatures() => [new(0, "zero_length_request", "VIRTIO_I2C_F_ZERO_LENGTH_REQUEST", VirtioDeviceType.I2c)];
 
-    private static VirtioFeature[] GpioFeatures() => [new(0, "irq", "VIRTIO_GPIO_F_IRQ", VirtioDeviceType.Gpio)];
+    private static VirtioFeatureInfo[] GpioFeatures() => [new(0, "irq", "VIRTIO_GPIO_F_IRQ", VirtioDeviceType.Gpio)];
 }

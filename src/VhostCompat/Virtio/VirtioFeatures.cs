@@ -12,7 +12,7 @@ namespace VhostCompat.Virtio;
 /// </param>
 /// <param name="SpecName">The name in the virtio specification / Linux headers (e.g. <c>VIRTIO_NET_F_MRG_RXBUF</c>).</param>
 /// <param name="DeviceType">The device type the bit belongs to; null for transport and vhost-only bits.</param>
-public sealed record VirtioFeature(int Bit, string Name, string SpecName, VirtioDeviceType? DeviceType)
+public sealed record VirtioFeatureInfo(int Bit, string Name, string SpecName, VirtioDeviceType? DeviceType)
 {
     /// <summary>The bit as a mask.</summary>
     public ulong Mask => 1UL << Bit;
@@ -64,7 +64,7 @@ public sealed record FeatureDependencyViolation(string Feature, IReadOnlyList<st
 /// </summary>
 public static partial class VirtioFeatures
 {
-    private static readonly VirtioFeature[] Transport =
+    private static readonly VirtioFeatureInfo[] Transport =
     [
         new(24, "notify_on_empty", "VIRTIO_F_NOTIFY_ON_EMPTY", null),
         new(26, "log_all", "VHOST_F_LOG_ALL", null),
@@ -84,8 +84,8 @@ public static partial class VirtioFeatures
         new(41, "admin_vq", "VIRTIO_F_ADMIN_VQ", null),
     ];
 
-    private static readonly VirtioFeature[] Net = NetFeatures();
-    private static readonly VirtioFeature[] Block = BlockFeatures();
+    private static readonly VirtioFeatureInfo[] Net = NetFeatures();
+    private static readonly VirtioFeatureInfo[] Block = BlockFeatures();
 
     // Accepted on input, never produced: the specification's names for bits where QEMU's property name differs.
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.Ordinal)
@@ -120,20 +120,20 @@ public static partial class VirtioFeatures
     public const ulong VhostOnlyMask = VirtioFeatureBits.LogAll | VirtioFeatureBits.ProtocolFeatures;
 
     /// <summary>Every feature known for <paramref name="type"/> (transport, vhost-only and device bits), ascending by bit.</summary>
-    public static IReadOnlyList<VirtioFeature> Known(VirtioDeviceType type) => TableOf(type).Features;
+    public static IReadOnlyList<VirtioFeatureInfo> Known(VirtioDeviceType type) => TableOf(type).Features;
 
     /// <summary>Mask of every bit known for <paramref name="type"/>.</summary>
     public static ulong KnownMask(VirtioDeviceType type) => TableOf(type).KnownMask;
 
     /// <summary>The feature with bit number <paramref name="bit"/> for <paramref name="type"/>, or null if the bit has no name.</summary>
-    public static VirtioFeature? Find(VirtioDeviceType type, int bit) =>
+    public static VirtioFeatureInfo? Find(VirtioDeviceType type, int bit) =>
         TableOf(type).ByBit.TryGetValue(bit, out var f) ? f : null;
 
     /// <summary>
     /// The feature named <paramref name="name"/> (canonical name or a specification alias such as
     /// <c>access_platform</c>; case-sensitive, lower-case) for <paramref name="type"/>, or null.
     /// </summary>
-    public static VirtioFeature? Find(VirtioDeviceType type, string name)
+    public static VirtioFeatureInfo? Find(VirtioDeviceType type, string name)
     {
         ArgumentNullException.ThrowIfNull(name);
         var table = TableOf(type);
@@ -278,9 +278,9 @@ public static partial class VirtioFeatures
 
     private static Table TableOf(VirtioDeviceType type) => Tables.TryGetValue(type, out var t) ? t : TransportOnly;
 
-    private static VirtioFeature[] Merge(VirtioFeature[] device) => [.. device.Concat(Transport).OrderBy(f => f.Bit)];
+    private static VirtioFeatureInfo[] Merge(VirtioFeatureInfo[] device) => [.. device.Concat(Transport).OrderBy(f => f.Bit)];
 
-    private static VirtioFeature[] NetFeatures()
+    private static VirtioFeatureInfo[] NetFeatures()
     {
         var t = VirtioDeviceType.Net;
         return
@@ -323,7 +323,7 @@ public static partial class VirtioFeatures
         ];
     }
 
-    private static VirtioFeature[] BlockFeatures()
+    private static VirtioFeatureInfo[] BlockFeatures()
     {
         var t = VirtioDeviceType.Block;
         return
@@ -386,7 +386,7 @@ public static partial class VirtioFeatures
 
     private sealed class Table
     {
-        public Table(VirtioFeature[] features, Rule[] rules, ulong frontendEmulated)
+        public Table(VirtioFeatureInfo[] features, Rule[] rules, ulong frontendEmulated)
         {
             Features = features;
             Rules = rules;
@@ -396,15 +396,15 @@ public static partial class VirtioFeatures
             KnownMask = features.Aggregate(0UL, (m, f) => m | f.Mask);
         }
 
-        public VirtioFeature[] Features { get; }
+        public VirtioFeatureInfo[] Features { get; }
 
         public Rule[] Rules { get; }
 
         public ulong FrontendEmulated { get; }
 
-        public Dictionary<int, VirtioFeature> ByBit { get; }
+        public Dictionary<int, VirtioFeatureInfo> ByBit { get; }
 
-        public Dictionary<string, VirtioFeature> ByName { get; }
+        public Dictionary<string, VirtioFeatureInfo> ByName { get; }
 
         public ulong KnownMask { get; }
     }

@@ -10,9 +10,9 @@ namespace VhostCompat.Fuzz.Targets;
 /// </summary>
 internal static class RingSeeds
 {
-    private const ushort N = QueueLayout.DescFlagNext;
-    private const ushort W = QueueLayout.DescFlagWrite;
-    private const ushort I = QueueLayout.DescFlagIndirect;
+    private const ushort N = VirtqueueLayout.DescFlagNext;
+    private const ushort W = VirtqueueLayout.DescFlagWrite;
+    private const ushort I = VirtqueueLayout.DescFlagIndirect;
     private const ulong Buf = FuzzRam.Gpa + 0x2000;
     private const int Table = 0x3000;
 
@@ -65,7 +65,7 @@ internal static class RingSeeds
             var (ring, _, _) = PackedRingTarget.Layout(size, r);
             var img = new byte[0x3100];
             int d = (int)(ring - FuzzRam.Gpa);
-            ushort avail = QueueLayout.PackedFlagAvail;
+            ushort avail = VirtqueueLayout.PackedFlagAvail;
             int slot = 0;
             Desc(img, d, slot++, Buf, 64, 0, id: 0, packedFlags: avail);
             if (size >= 4)

@@ -15,9 +15,9 @@ public sealed class IndirectAcrossRegionsTests : IDisposable
     private const ulong CrossingBuffer = 0x1BFF0; // 32 bytes across the B/C boundary
     private const ulong Buffers = 0x1D000;
     private const ulong Writable = 0x1E000;
-    private const ushort I = QueueLayout.DescFlagIndirect;
-    private const ushort N = QueueLayout.DescFlagNext;
-    private const ushort W = QueueLayout.DescFlagWrite;
+    private const ushort I = VirtqueueLayout.DescFlagIndirect;
+    private const ushort N = VirtqueueLayout.DescFlagNext;
+    private const ushort W = VirtqueueLayout.DescFlagWrite;
 
     private readonly GuestRam _ram = new(0x14000, new RegionSpec(0x10000, 0x8000, 0x1000), new RegionSpec(0x18000, 0x4000, 0xA000), new RegionSpec(0x1C000, 0x4000, 0xF000));
 

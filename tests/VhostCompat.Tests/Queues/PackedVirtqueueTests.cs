@@ -11,11 +11,11 @@ namespace VhostCompat.Tests.Queues;
 public sealed class PackedVirtqueueTests : IDisposable
 {
     private const ulong Data = 0x14000;
-    private const ushort N = QueueLayout.DescFlagNext;
-    private const ushort W = QueueLayout.DescFlagWrite;
-    private const ushort I = QueueLayout.DescFlagIndirect;
-    private const ushort A = QueueLayout.PackedFlagAvail;
-    private const ushort U = QueueLayout.PackedFlagUsed;
+    private const ushort N = VirtqueueLayout.DescFlagNext;
+    private const ushort W = VirtqueueLayout.DescFlagWrite;
+    private const ushort I = VirtqueueLayout.DescFlagIndirect;
+    private const ushort A = VirtqueueLayout.PackedFlagAvail;
+    private const ushort U = VirtqueueLayout.PackedFlagUsed;
 
     private readonly GuestRam _ram = GuestRam.Single();
 
@@ -557,10 +557,10 @@ public sealed class PackedVirtqueueTests : IDisposable
     }
 
     [Theory]
-    [InlineData(QueueLayout.PackedEventEnable, false, 1)]
-    [InlineData(QueueLayout.PackedEventDisable, false, 0)]
-    [InlineData(QueueLayout.PackedEventDisable, true, 0)]
-    [InlineData(QueueLayout.PackedEventDesc, false, 1)] // DESC without EVENT_IDX: treated as enable
+    [InlineData(VirtqueueLayout.PackedEventEnable, false, 1)]
+    [InlineData(VirtqueueLayout.PackedEventDisable, false, 0)]
+    [InlineData(VirtqueueLayout.PackedEventDisable, true, 0)]
+    [InlineData(VirtqueueLayout.PackedEventDesc, false, 1)] // DESC without EVENT_IDX: treated as enable
     [InlineData((ushort)3, false, 1)] // reserved value: treated as notify (D22)
     [InlineData((ushort)3, true, 1)]
     [InlineData((ushort)0xFFFF, true, 1)]
@@ -588,7 +588,7 @@ public sealed class PackedVirtqueueTests : IDisposable
     {
         var (ring, q, call) = NotifySetup(8, eventIndex: true);
         using var _ = call;
-        ring.DriverEvent(0x8000 | 2, QueueLayout.PackedEventDesc);
+        ring.DriverEvent(0x8000 | 2, VirtqueueLayout.PackedEventDesc);
         Complete(ring, q, 2); // used slots 0, 1: slot 2 not yet used
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0);
@@ -596,7 +596,7 @@ public sealed class PackedVirtqueueTests : IDisposable
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(1);
 
-        ring.DriverEvent(1, QueueLayout.PackedEventDesc); // slot 1 of the next lap (wrap 0)
+        ring.DriverEvent(1, VirtqueueLayout.PackedEventDesc); // slot 1 of the next lap (wrap 0)
         Complete(ring, q, 4); // slots 3..6
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0);
@@ -604,7 +604,7 @@ public sealed class PackedVirtqueueTests : IDisposable
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(1);
 
-        ring.DriverEvent(7, QueueLayout.PackedEventDesc); // slot 7 of this lap (wrap 0)
+        ring.DriverEvent(7, VirtqueueLayout.PackedEventDesc); // slot 7 of this lap (wrap 0)
         Complete(ring, q, 2); // slots 2', 3'
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0);
@@ -612,7 +612,7 @@ public sealed class PackedVirtqueueTests : IDisposable
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(1);
 
-        ring.DriverEvent(0x8000 | 7, QueueLayout.PackedEventDesc); // slot 7 of the current lap (wrap 1)
+        ring.DriverEvent(0x8000 | 7, VirtqueueLayout.PackedEventDesc); // slot 7 of the current lap (wrap 1)
         Complete(ring, q, 3); // slots 1''..3''
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0);
@@ -620,7 +620,7 @@ public sealed class PackedVirtqueueTests : IDisposable
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(1);
 
-        ring.DriverEvent(0x8000 | 3, QueueLayout.PackedEventDesc); // a slot of a lap already passed
+        ring.DriverEvent(0x8000 | 3, VirtqueueLayout.PackedEventDesc); // a slot of a lap already passed
         Complete(ring, q, 2);
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0);
@@ -635,7 +635,7 @@ public sealed class PackedVirtqueueTests : IDisposable
     {
         var (ring, q, call) = NotifySetup(8, eventIndex: true);
         using var _ = call;
-        ring.DriverEvent(0x8000 | 100, QueueLayout.PackedEventDesc);
+        ring.DriverEvent(0x8000 | 100, VirtqueueLayout.PackedEventDesc);
         Complete(ring, q, 1);
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(1);
@@ -646,11 +646,11 @@ public sealed class PackedVirtqueueTests : IDisposable
     {
         var ring = new PackedRing(_ram, 4);
         _ram.W16(ring.DeviceGpa, 0x1234);
-        _ram.W16(ring.DeviceGpa + 2, QueueLayout.PackedEventDisable);
+        _ram.W16(ring.DeviceGpa + 2, VirtqueueLayout.PackedEventDisable);
         var q = ring.Queue();
         byte[] before = _ram.Snapshot();
         q.PrepareToSleep().Should().BeFalse();
-        ring.DeviceFlags.Should().Be(QueueLayout.PackedEventEnable);
+        ring.DeviceFlags.Should().Be(VirtqueueLayout.PackedEventEnable);
         _ram.ShouldBeUnchangedExcept(before, _ram.Range(ring.DeviceGpa + 2, 2));
         ring.Post(0, new Elem(Data, 4));
         q.PrepareToSleep().Should().BeTrue();

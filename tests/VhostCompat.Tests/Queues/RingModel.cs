@@ -37,9 +37,9 @@ internal sealed record ModelOutcome(ModelKind Kind, ushort Head = 0, int Slots =
 /// </summary>
 internal static class RingModel
 {
-    private const ushort N = QueueLayout.DescFlagNext;
-    private const ushort W = QueueLayout.DescFlagWrite;
-    private const ushort I = QueueLayout.DescFlagIndirect;
+    private const ushort N = VirtqueueLayout.DescFlagNext;
+    private const ushort W = VirtqueueLayout.DescFlagWrite;
+    private const ushort I = VirtqueueLayout.DescFlagIndirect;
 
     private static (ulong Addr, uint Len, ushort A, ushort B) ReadDesc(GuestRam ram, ulong gpa)
     {
@@ -118,7 +118,7 @@ internal static class RingModel
             var (addr, len, flags, next) = ReadDesc(ram, table + ((ulong)index * 16));
             if ((flags & I) != 0)
             {
-                if (inIndirect || !indirectFeature || (flags & N) != 0 || len == 0 || len % 16 != 0 || len / 16 > QueueLayout.MaxIndirectEntries
+                if (inIndirect || !indirectFeature || (flags & N) != 0 || len == 0 || len % 16 != 0 || len / 16 > VirtqueueLayout.MaxIndirectEntries
                     || !ram.TryPieces(addr, len, []))
                 {
                     return ModelOutcome.Bad("indirect");
@@ -161,7 +161,7 @@ internal static class RingModel
     }
 
     public static bool PackedAvailable(ushort flags, bool wrap) =>
-        ((flags & QueueLayout.PackedFlagAvail) != 0) == wrap && ((flags & QueueLayout.PackedFlagUsed) != 0) != wrap;
+        ((flags & VirtqueueLayout.PackedFlagAvail) != 0) == wrap && ((flags & VirtqueueLayout.PackedFlagUsed) != 0) != wrap;
 
     public static ModelOutcome Packed(GuestRam ram, int size, ulong ring, int lastAvail, bool availWrap, bool[] inFlight, bool indirectFeature)
     {
@@ -198,7 +198,7 @@ internal static class RingModel
 
             if ((flags & I) != 0)
             {
-                if (!indirectFeature || (flags & N) != 0 || slots != 1 || len == 0 || len % 16 != 0 || len / 16 > QueueLayout.MaxIndirectEntries
+                if (!indirectFeature || (flags & N) != 0 || slots != 1 || len == 0 || len % 16 != 0 || len / 16 > VirtqueueLayout.MaxIndirectEntries
                     || !ram.TryPieces(addr, len, []))
                 {
                     return ModelOutcome.Bad("indirect");

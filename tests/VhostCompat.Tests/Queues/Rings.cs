@@ -45,7 +45,7 @@ internal sealed class SplitRing
     {
         for (int k = 0; k < elems.Length; k++)
         {
-            ushort flags = (ushort)((elems[k].Write ? QueueLayout.DescFlagWrite : 0) | (k + 1 < elems.Length ? QueueLayout.DescFlagNext : 0));
+            ushort flags = (ushort)((elems[k].Write ? VirtqueueLayout.DescFlagWrite : 0) | (k + 1 < elems.Length ? VirtqueueLayout.DescFlagNext : 0));
             Desc(indices[k], elems[k].Addr, elems[k].Len, flags, k + 1 < elems.Length ? (ushort)indices[k + 1] : (ushort)0);
         }
     }
@@ -97,8 +97,8 @@ internal sealed class SplitRing
 /// <summary>The driver side of a packed ring laid out by hand in <see cref="GuestRam"/>.</summary>
 internal sealed class PackedRing
 {
-    public const ushort Avail = QueueLayout.PackedFlagAvail;
-    public const ushort UsedF = QueueLayout.PackedFlagUsed;
+    public const ushort Avail = VirtqueueLayout.PackedFlagAvail;
+    public const ushort UsedF = VirtqueueLayout.PackedFlagUsed;
 
     private readonly GuestRam _ram;
     private readonly Dictionary<ushort, int> _slotsById = [];
@@ -160,7 +160,7 @@ internal sealed class PackedRing
         ushort firstFlags = 0;
         for (int k = 0; k < elems.Length; k++)
         {
-            ushort flags = (ushort)((elems[k].Write ? QueueLayout.DescFlagWrite : 0) | (k + 1 < elems.Length ? QueueLayout.DescFlagNext : 0) | AvailBits(Wrap) | extraFlags);
+            ushort flags = (ushort)((elems[k].Write ? VirtqueueLayout.DescFlagWrite : 0) | (k + 1 < elems.Length ? VirtqueueLayout.DescFlagNext : 0) | AvailBits(Wrap) | extraFlags);
             if (k == 0)
             {
                 // Flags 0 never mean "available" (AVAIL != USED is required); the real flags go in last.
@@ -180,7 +180,7 @@ internal sealed class PackedRing
     /// <summary>Makes an indirect buffer available: one descriptor referring to a table.</summary>
     public void PostIndirect(ushort id, ulong table, uint tableLen, ushort extraFlags = 0)
     {
-        WriteDesc(Next, table, tableLen, id, (ushort)(QueueLayout.DescFlagIndirect | AvailBits(Wrap) | extraFlags));
+        WriteDesc(Next, table, tableLen, id, (ushort)(VirtqueueLayout.DescFlagIndirect | AvailBits(Wrap) | extraFlags));
         _slotsById[id] = 1;
         Advance();
     }
@@ -192,7 +192,7 @@ internal sealed class PackedRing
         ram.W64(d, e.Addr);
         ram.W32(d + 8, e.Len);
         ram.W16(d + 12, id);
-        ram.W16(d + 14, e.Write ? QueueLayout.DescFlagWrite : (ushort)0);
+        ram.W16(d + 14, e.Write ? VirtqueueLayout.DescFlagWrite : (ushort)0);
     }
 
     private void Advance()

@@ -15,9 +15,9 @@ namespace VhostCompat.Tests.Queues;
 public sealed class SplitVirtqueueTests : IDisposable
 {
     private const ulong Data = 0x14000;
-    private const ushort N = QueueLayout.DescFlagNext;
-    private const ushort W = QueueLayout.DescFlagWrite;
-    private const ushort I = QueueLayout.DescFlagIndirect;
+    private const ushort N = VirtqueueLayout.DescFlagNext;
+    private const ushort W = VirtqueueLayout.DescFlagWrite;
+    private const ushort I = VirtqueueLayout.DescFlagIndirect;
 
     private readonly GuestRam _ram = GuestRam.Single();
 
@@ -357,7 +357,7 @@ public sealed class SplitVirtqueueTests : IDisposable
 
     /// <summary>
     /// BUG (HOSTILE-INPUTS D5): an indirect table longer than 16×size bytes must be a chain error; the walker
-    /// accepts up to 32768 entries whatever the ring size (SplitVirtqueue.Walk, QueueLayout.MaxIndirectEntries).
+    /// accepts up to 32768 entries whatever the ring size (SplitVirtqueue.Walk, VirtqueueLayout.MaxIndirectEntries).
     /// </summary>
     [Fact]
     public void An_indirect_table_with_more_entries_than_the_ring_size_is_a_chain_error()
@@ -709,7 +709,7 @@ public sealed class SplitVirtqueueTests : IDisposable
     {
         var (ring, q, call) = NotifySetup(eventIndex: true);
         using var _ = call;
-        ring.AvailFlags = QueueLayout.AvailFlagNoInterrupt; // ignored with EVENT_IDX
+        ring.AvailFlags = VirtqueueLayout.AvailFlagNoInterrupt; // ignored with EVENT_IDX
 
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0, "nothing was pushed");
@@ -750,7 +750,7 @@ public sealed class SplitVirtqueueTests : IDisposable
         using var _ = call;
         ring.UsedEvent = 0x7777; // ignored without EVENT_IDX
 
-        ring.AvailFlags = QueueLayout.AvailFlagNoInterrupt;
+        ring.AvailFlags = VirtqueueLayout.AvailFlagNoInterrupt;
         Complete(ring, q, 1);
         q.NotifyGuest();
         EventFds.Drain(call).Should().Be(0);

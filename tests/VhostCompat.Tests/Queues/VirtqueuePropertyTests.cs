@@ -22,9 +22,9 @@ public class VirtqueuePropertyTests
     private const ulong TableEnd = 0x13000;
     private const ulong DataStart = 0x13000;
     private const ulong DataEnd = 0x20000;
-    private const ushort N = QueueLayout.DescFlagNext;
-    private const ushort W = QueueLayout.DescFlagWrite;
-    private const ushort I = QueueLayout.DescFlagIndirect;
+    private const ushort N = VirtqueueLayout.DescFlagNext;
+    private const ushort W = VirtqueueLayout.DescFlagWrite;
+    private const ushort I = VirtqueueLayout.DescFlagIndirect;
 
     private static readonly int[] SplitSizes = [1, 2, 4, 8, 16, 32, 128];
     private static readonly int[] PackedSizes = [1, 2, 3, 4, 5, 8, 16, 33, 64];
@@ -210,7 +210,7 @@ public class VirtqueuePropertyTests
     {
         0 => (ushort)rnd.Next(8),
         1 => (ushort)rnd.Next(0x10000),
-        _ => (ushort)(rnd.Next(8) | (rnd.Next(2) * QueueLayout.PackedFlagAvail) | (rnd.Next(2) * QueueLayout.PackedFlagUsed)),
+        _ => (ushort)(rnd.Next(8) | (rnd.Next(2) * VirtqueueLayout.PackedFlagAvail) | (rnd.Next(2) * VirtqueueLayout.PackedFlagUsed)),
     };
 
     private static void MutateSplit(Random rnd, GuestRam ram, SplitCase sc)
@@ -401,7 +401,7 @@ public class VirtqueuePropertyTests
         {
             // History of a resumed ring: slots before p were used in this lap, the rest in the previous one.
             bool lap = s < p ? wrap : !wrap;
-            ram.W16(ring.RingGpa + ((ulong)s * 16) + 14, lap ? (ushort)(QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed) : (ushort)0);
+            ram.W16(ring.RingGpa + ((ulong)s * 16) + 14, lap ? (ushort)(VirtqueueLayout.PackedFlagAvail | VirtqueueLayout.PackedFlagUsed) : (ushort)0);
         }
 
         uint @base = (uint)p | (wrap ? 0x8000u : 0);
@@ -495,7 +495,7 @@ public class VirtqueuePropertyTests
                 int off = (int)ram.FileOffset(ring.RingGpa + ((ulong)pc.DevUsed * 16));
                 BinaryPrimitives.WriteUInt32LittleEndian(image.AsSpan(off + 8), (uint)len);
                 BinaryPrimitives.WriteUInt16LittleEndian(image.AsSpan(off + 12), m.Head);
-                ushort flags = (ushort)((pc.DevUsedWrap ? QueueLayout.PackedFlagAvail | QueueLayout.PackedFlagUsed : 0) | (len > 0 ? W : 0));
+                ushort flags = (ushort)((pc.DevUsedWrap ? VirtqueueLayout.PackedFlagAvail | VirtqueueLayout.PackedFlagUsed : 0) | (len > 0 ? W : 0));
                 BinaryPrimitives.WriteUInt16LittleEndian(image.AsSpan(off + 14), flags);
                 pc.DevUsed += m.Slots;
                 if (pc.DevUsed >= size)
@@ -657,7 +657,7 @@ public class VirtqueuePropertyTests
                         ram.W16(d + 14, InterestingFlags(rnd));
                         break;
                     case 5:
-                        ram.W16(d + 14, (ushort)(ram.R16(d + 14) ^ (rnd.Next(2) == 0 ? QueueLayout.PackedFlagAvail : QueueLayout.PackedFlagUsed))); // D20
+                        ram.W16(d + 14, (ushort)(ram.R16(d + 14) ^ (rnd.Next(2) == 0 ? VirtqueueLayout.PackedFlagAvail : VirtqueueLayout.PackedFlagUsed))); // D20
                         break;
                     case 6 when pc.Alloc.Table > TableStart:
                         ram.Bytes(TableStart + (ulong)rnd.Next((int)(pc.Alloc.Table - TableStart)), 1)[0] = (byte)rnd.Next(256);

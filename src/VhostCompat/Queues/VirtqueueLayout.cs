@@ -1,7 +1,7 @@
 namespace VhostCompat.Queues;
 
 /// <summary>Constants of the split and packed ring layouts (virtio 1.x, "Virtqueues").</summary>
-internal static class QueueLayout
+internal static class VirtqueueLayout
 {
     public const ushort DescFlagNext = 1;
     public const ushort DescFlagWrite = 2;
