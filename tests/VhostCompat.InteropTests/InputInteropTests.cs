@@ -38,7 +38,8 @@ public sealed class InputInteropTests(ITestOutputHelper output)
 
         var socket = run.PathFor("input.sock");
         var problems = new List<string>();
-        await using var backend = await InputSampleBackend.StartAsync(run, socket, ["--start", "led", "--text", Text.Replace("\n", "\\n", StringComparison.Ordinal)]);
+        string stateDir = Directory.CreateDirectory(run.PathFor("state")).FullName;
+        await using var backend = await InputSampleBackend.StartAsync(run, socket, ["--start", "led", "--state-dir", stateDir, "--text", Text.Replace("\n", "\\n", StringComparison.Ordinal)]);
         IReadOnlyList<GuestInputEvent> events;
         Match? status, led;
         await using (var guest = await InputQemuGuest.StartAsync(run, tools, socket))
@@ -111,6 +112,26 @@ public sealed class InputInteropTests(ITestOutputHelper output)
         if (events.Any(e => e is { Type: 0, Code: 3 }))
         {
             problems.Add("the guest's evdev reader saw SYN_DROPPED: events were lost");
+        }
+
+        // QEMU's vhost-user-input never forwards DRIVER_OK: the acked-state record is written once both rings run.
+        var record = new VhostCompat.Compat.AckedStateStore(stateDir).Load(VhostCompat.Compat.AckedStateStore.DefaultKey(socket));
+        if (record is null)
+        {
+            problems.Add($"no acked-state record in {stateDir} although the guest used the device");
+        }
+        else
+        {
+            output.WriteLine($"acked-state record {record.Key}: features 0x{record.AckedFeatures:x}, rings {string.Join(",", record.QueueSizes.Select(kv => $"{kv.Key}:{kv.Value}"))}");
+            if (record.DeviceType != VhostCompat.Virtio.VirtioDeviceType.Input || record.QueueSizes.Count != 2)
+            {
+                problems.Add($"the record is for {record.DeviceType} with {record.QueueSizes.Count} rings, expected input with 2");
+            }
+        }
+
+        if (!LogFile.ReadLines(backend.LogPath).Any(l => l.Contains("no DRIVER_OK from the frontend", StringComparison.Ordinal)))
+        {
+            problems.Add("the backend did not log why it saved the record (rings started, no DRIVER_OK)");
         }
 
         problems.Should().BeEmpty();
