@@ -89,7 +89,7 @@ internal sealed class BackendLink : IAsyncDisposable
         }
         catch (ChannelClosedException)
         {
-            throw new IOException($"{RequestNames.Name(request)}: {CloseReason} before replying");
+            throw new BackendGoneException($"{RequestNames.Name(request)}: {CloseReason} before replying");
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -129,3 +129,9 @@ internal sealed class BackendLink : IAsyncDisposable
         _closed.Dispose();
     }
 }
+
+/// <summary>
+/// The backend's connection ended before it answered (it exited, or was being killed when the proxy connected: a
+/// dying listener's backlog still accepts, then resets). Not a refusal: the proxy reconnects.
+/// </summary>
+internal sealed class BackendGoneException(string message) : IOException(message);

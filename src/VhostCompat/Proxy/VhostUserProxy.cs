@@ -138,6 +138,14 @@ public sealed class VhostUserProxy
             resolved = OfferResolver.Resolve(live, [], _options.Catalog, _options.CompatProfile, Record, catalogLatestByDefault: false,
                 f => f.Code is not ("ring-size" or "config-mismatch" or "config-size"));
         }
+        catch (BackendGoneException ex)
+        {
+            // A backend that went away during the check (restarting, or killed while the proxy connected) is not
+            // refused for it: the proxy waits for the next one.
+            Log.ProxySessionEnded(_logger, 0, $"backend went away during the check: {ex.Message}");
+            await Task.Delay(_options.ReconnectInitialDelay, ct).ConfigureAwait(false);
+            return;
+        }
         catch (Exception ex) when (ex is IOException or AckedStateCorruptException or ProfileFormatException)
         {
             Refuse([ex.Message]);
