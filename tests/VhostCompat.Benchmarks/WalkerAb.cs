@@ -79,11 +79,13 @@ internal static class WalkerAb
         for (int i = 0; i < chains; i += 32)
         {
             ring.Publish(32);
+            q.SetHandlerPass(true); // as the worker runs a device handler
             while (q.TryPop(out DescriptorChain? c))
             {
                 q.Push(c, 0);
             }
 
+            q.SetHandlerPass(false);
             q.NotifyGuest();
         }
 

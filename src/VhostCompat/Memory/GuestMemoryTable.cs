@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace VhostCompat.Memory;
 
 /// <summary>
@@ -8,6 +10,8 @@ namespace VhostCompat.Memory;
 internal sealed class GuestMemoryTable
 {
     private readonly GuestMemoryRegion[] _regions;
+    // The guest-physical side of every region as plain values, for the per-buffer translation of the data path.
+    private readonly GuestRange[] _guest;
     private RefCount _references = new();
 
     public static readonly GuestMemoryTable Empty = new([]);
@@ -16,7 +20,10 @@ internal sealed class GuestMemoryTable
     public GuestMemoryTable(GuestMemoryRegion[] regions)
     {
         _regions = regions;
+        _guest = [.. regions.Select(r => new GuestRange(r.GuestPhysicalAddress, r.Size, r.Base))];
     }
+
+    private readonly record struct GuestRange(ulong Start, ulong Size, nint Base);
 
     public IReadOnlyList<GuestMemoryRegion> Regions => _regions;
 
@@ -68,8 +75,48 @@ internal sealed class GuestMemoryTable
     // Both ranges are known not to wrap (validated first).
     private static bool Overlaps(ulong a, ulong aLen, ulong b, ulong bLen) => a < b + bLen && b < a + aLen;
 
-    /// <summary>Translates a guest physical range that lies entirely in one region.</summary>
-    public bool TryTranslateGuestPhysical(ulong gpa, ulong length, out nint host) => TryTranslate(gpa, length, false, out host);
+    /// <summary>Translates a guest physical range that lies entirely in one region (the per-buffer step of every ring walk).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryTranslateGuestPhysical(ulong gpa, ulong length, out nint host)
+    {
+        GuestRange[] ranges = _guest;
+        int hint = _lastGuestHit;
+        if ((uint)hint < (uint)ranges.Length)
+        {
+            ref readonly GuestRange r = ref ranges[hint];
+            ulong offset = gpa - r.Start; // wraps to a huge value below the region
+            if (offset < r.Size && length <= r.Size - offset)
+            {
+                host = r.Base + (nint)offset;
+                return true;
+            }
+        }
+
+        return TryTranslateGuestPhysicalScan(gpa, length, out host);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryTranslateGuestPhysicalScan(ulong gpa, ulong length, out nint host)
+    {
+        GuestRange[] ranges = _guest;
+        for (int i = 0; i < ranges.Length; i++)
+        {
+            ref readonly GuestRange r = ref ranges[i];
+            ulong offset = gpa - r.Start;
+            if (offset < r.Size && length <= r.Size - offset)
+            {
+                _lastGuestHit = i;
+                host = r.Base + (nint)offset;
+                return true;
+            }
+        }
+
+        host = 0;
+        return false;
+    }
+
+    // As _lastHit, for guest-physical translation.
+    private int _lastGuestHit;
 
     /// <summary>Translates a frontend virtual range (ring addresses of SET_VRING_ADDR) that lies entirely in one region.</summary>
     public bool TryTranslateFrontendVirtual(ulong address, ulong length, out nint host) => TryTranslate(address, length, true, out host);

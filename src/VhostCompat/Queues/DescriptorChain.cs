@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+
 namespace VhostCompat.Queues;
 
 /// <summary>
@@ -44,6 +47,7 @@ public sealed class DescriptorChain
     internal Memory.GuestMemoryTable? Table { get; set; }
 
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Reset()
     {
         _count = 0;
@@ -55,6 +59,7 @@ public sealed class DescriptorChain
     }
 
     /// <summary>Adds a translated piece; returns false if the totals would overflow.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool Add(nint address, ulong gpa, ulong length, bool writable)
     {
         if (length == 0)
@@ -68,12 +73,22 @@ public sealed class DescriptorChain
             return false;
         }
 
-        if (_count == _segments.Length)
+        Segment[] segments = _segments;
+        int count = _count;
+        if ((uint)count >= (uint)segments.Length)
         {
-            Array.Resize(ref _segments, _segments.Length * 2);
+            segments = Grow();
         }
 
-        _segments[_count++] = new Segment(address, gpa, (int)length, writable);
+        if (count == 0)
+        {
+            // The driver wrote this buffer on another core: start fetching it while the walk goes on (and, for a
+            // device that pops a burst before touching the data, while the other chains are walked).
+            Prefetch(address, length);
+        }
+
+        segments[count] = new Segment(address, gpa, (int)length, writable);
+        _count = count + 1;
         if (writable)
         {
             WritableLength = (int)total;
@@ -84,6 +99,26 @@ public sealed class DescriptorChain
         }
 
         return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Prefetch(nint address, ulong length)
+    {
+        if (Sse.IsSupported)
+        {
+            Sse.Prefetch0((void*)address);
+            if ((ulong)(address & 63) + length > 64)
+            {
+                Sse.Prefetch0((void*)(address + 64));
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Segment[] Grow()
+    {
+        Array.Resize(ref _segments, _segments.Length * 2);
+        return _segments;
     }
 
     /// <summary>Copies device-readable bytes, starting <paramref name="offset"/> bytes into the readable part, into <paramref name="destination"/>. Returns the number copied.</summary>

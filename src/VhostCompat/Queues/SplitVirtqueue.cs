@@ -41,6 +41,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         }
 
         _usedIndex = Volatile.Read(ref *(ushort*)(_used + 2));
+        _publishedUsed = _usedIndex;
         _signalledUsed = _usedIndex;
     }
 
@@ -99,13 +100,13 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
 
         if (pending > Size)
         {
-            return Break($"queue {Index}: avail index {availIndex} is {pending} entries ahead of {_lastAvail}, more than the ring size {Size}");
+            return BreakAvailIndex(availIndex, pending);
         }
 
         ushort head = Unsafe.ReadUnaligned<ushort>(_avail + 4 + (2 * (_lastAvail & _mask)));
         if (head >= Size)
         {
-            return Break($"queue {Index}: head index {head} outside the ring of {Size}");
+            return BreakHead(head);
         }
 
         if (!Take(head, resubmitted: false, out chain))
@@ -130,13 +131,14 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         return true;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool Take(ushort head, bool resubmitted, [NotNullWhen(true)] out DescriptorChain? chain)
     {
         chain = null;
         DescriptorChain c = ChainFor(head);
         if (c.InFlight)
         {
-            return Break($"queue {Index}: head {head} {(resubmitted ? "resubmitted" : "made available again")} while still in flight");
+            return BreakInFlight(head, resubmitted);
         }
 
         c.Reset();
@@ -165,7 +167,7 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         {
             if (++count > tableSize)
             {
-                return Break($"queue {Index}: descriptor chain from head {head} is longer than its table ({tableSize}) — a loop");
+                return BreakWalk(WalkError.Loop, head, tableSize, 0, 0);
             }
 
             byte* d = table + (index * VirtqueueLayout.DescriptorSize);
@@ -177,27 +179,27 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
             {
                 if (indirect)
                 {
-                    return Break($"queue {Index}: nested indirect descriptor in chain {head}");
+                    return BreakWalk(WalkError.NestedIndirect, head, 0, 0, 0);
                 }
 
                 if (!Indirect)
                 {
-                    return Break($"queue {Index}: indirect descriptor without INDIRECT_DESC negotiated");
+                    return BreakWalk(WalkError.IndirectNotNegotiated, head, 0, 0, 0);
                 }
 
                 if ((flags & VirtqueueLayout.DescFlagNext) != 0)
                 {
-                    return Break($"queue {Index}: indirect descriptor combined with NEXT in chain {head}");
+                    return BreakWalk(WalkError.IndirectWithNext, head, 0, 0, 0);
                 }
 
                 if (len == 0 || len % VirtqueueLayout.DescriptorSize != 0 || len / VirtqueueLayout.DescriptorSize > (uint)Size)
                 {
-                    return Break($"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {Size} entries");
+                    return BreakWalk(WalkError.IndirectLength, head, 0, 0, len);
                 }
 
                 if (!TryLocateIndirectTable(addr, len, out byte* t))
                 {
-                    return Break($"queue {Index}: indirect table 0x{addr:x}+{len} is not inside guest memory");
+                    return BreakWalk(WalkError.IndirectOutside, head, 0, addr, len);
                 }
 
                 table = t;
@@ -211,18 +213,18 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
             bool writable = (flags & VirtqueueLayout.DescFlagWrite) != 0;
             if (!writable && sawWritable)
             {
-                return Break($"queue {Index}: device-readable descriptor after a device-writable one in chain {head}");
+                return BreakWalk(WalkError.ReadableAfterWritable, head, 0, 0, 0);
             }
 
             sawWritable |= writable;
             if (++buffers > Size)
             {
-                return Break($"queue {Index}: descriptor chain from head {head} is longer than the ring ({Size} descriptors)");
+                return BreakWalk(WalkError.TooLong, head, 0, 0, 0);
             }
 
             if (!AddBuffer(chain, addr, len, writable))
             {
-                return Break($"queue {Index}: buffer 0x{addr:x}+{len} in chain {head} is not inside guest memory (or the chain exceeds 2 GiB)");
+                return BreakWalk(WalkError.BufferOutside, head, 0, addr, len);
             }
 
             if ((flags & VirtqueueLayout.DescFlagNext) == 0)
@@ -232,12 +234,54 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
 
             if (next >= tableSize)
             {
-                return Break($"queue {Index}: next index {next} outside the table of {tableSize} in chain {head}");
+                return BreakWalk(WalkError.NextOutside, head, tableSize, next, 0);
             }
 
             index = next;
         }
     }
+
+    // The messages are built off the hot path: a formatted string in Walk or PopCore would make every call pay for
+    // zeroing its formatting state on the stack.
+    private enum WalkError
+    {
+        Loop,
+        NestedIndirect,
+        IndirectNotNegotiated,
+        IndirectWithNext,
+        IndirectLength,
+        IndirectOutside,
+        ReadableAfterWritable,
+        TooLong,
+        BufferOutside,
+        NextOutside,
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool BreakWalk(WalkError error, ushort head, int tableSize, ulong addr, uint len) => Break(error switch
+    {
+        WalkError.Loop => $"queue {Index}: descriptor chain from head {head} is longer than its table ({tableSize}) — a loop",
+        WalkError.NestedIndirect => $"queue {Index}: nested indirect descriptor in chain {head}",
+        WalkError.IndirectNotNegotiated => $"queue {Index}: indirect descriptor without INDIRECT_DESC negotiated",
+        WalkError.IndirectWithNext => $"queue {Index}: indirect descriptor combined with NEXT in chain {head}",
+        WalkError.IndirectLength => $"queue {Index}: indirect table length {len} is not a positive multiple of 16 within {Size} entries",
+        WalkError.IndirectOutside => $"queue {Index}: indirect table 0x{addr:x}+{len} is not inside guest memory",
+        WalkError.ReadableAfterWritable => $"queue {Index}: device-readable descriptor after a device-writable one in chain {head}",
+        WalkError.TooLong => $"queue {Index}: descriptor chain from head {head} is longer than the ring ({Size} descriptors)",
+        WalkError.BufferOutside => $"queue {Index}: buffer 0x{addr:x}+{len} in chain {head} is not inside guest memory (or the chain exceeds 2 GiB)",
+        _ => $"queue {Index}: next index {addr} outside the table of {tableSize} in chain {head}",
+    });
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool BreakAvailIndex(ushort availIndex, ushort pending) =>
+        Break($"queue {Index}: avail index {availIndex} is {pending} entries ahead of {_lastAvail}, more than the ring size {Size}");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool BreakHead(ushort head) => Break($"queue {Index}: head index {head} outside the ring of {Size}");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool BreakInFlight(ushort head, bool resubmitted) =>
+        Break($"queue {Index}: head {head} {(resubmitted ? "resubmitted" : "made available again")} while still in flight");
 
     private protected override void PushCore(DescriptorChain chain, uint length)
     {
@@ -246,11 +290,33 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
         // One store for the element: id (u32) then len (u32), little-endian like every ring field here.
         Unsafe.WriteUnaligned(_used + 4 + (8 * (int)slot), chain.Head | ((ulong)length << 32));
         _usedIndex++;
-        Volatile.Write(ref *(ushort*)(_used + 2), _usedIndex); // release: the element is visible first
-        _inflight?.EndPush(chain.Head, _usedIndex);
         LogRingWrite(4 + (8 * slot), 8);
-        LogRingWrite(2, 2);
         _pendingSignal = true;
+        if (_inflight is not null)
+        {
+            // The inflight record says the chain is done only once the driver can see it.
+            PublishUsed();
+            _inflight.EndPush(chain.Head, _usedIndex);
+        }
+        else if (!InHandlerPass || (ushort)(_usedIndex - _publishedUsed) >= PublishBatch)
+        {
+            PublishUsed();
+        }
+    }
+
+    // Inside a handler pass the used index is stored once per this many elements (and when the pass ends), as the
+    // driver reclaims its buffers by polling it: DPDK's vhost library publishes once per burst of 32 likewise.
+    private const int PublishBatch = 32;
+    private ushort _publishedUsed;
+
+    internal override void PublishUsed()
+    {
+        if (_publishedUsed != _usedIndex)
+        {
+            Volatile.Write(ref *(ushort*)(_used + 2), _usedIndex); // release: the elements are visible first
+            LogRingWrite(2, 2);
+            _publishedUsed = _usedIndex;
+        }
     }
 
     internal override void SuppressKicks()

@@ -54,4 +54,27 @@ public abstract partial class Virtqueue
 
     /// <summary>Chains popped since the queue started (the worker compares it across handler rounds).</summary>
     internal long PoppedChains { get; private set; }
+
+    /// <summary>
+    /// True while the worker runs the device's handler for this queue: used elements pushed then may be made visible
+    /// to the driver together (<see cref="PublishUsed"/>), as a driver polling the used index pays for every store
+    /// to it. Pushes at any other time (to another queue, from a timer) are visible when <c>Push</c> returns.
+    /// </summary>
+    private protected bool InHandlerPass { get; private set; }
+
+    /// <summary>The worker: a handler pass begins (true) or ends (false, after publishing what it pushed).</summary>
+    internal void SetHandlerPass(bool running)
+    {
+        if (!running)
+        {
+            PublishUsed();
+        }
+
+        InHandlerPass = running;
+    }
+
+    /// <summary>Makes every pushed element visible to the driver (split rings publish the used index; packed rings need nothing).</summary>
+    internal virtual void PublishUsed()
+    {
+    }
 }

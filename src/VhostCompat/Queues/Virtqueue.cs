@@ -120,6 +120,7 @@ public abstract partial class Virtqueue
     }
 
     /// <summary>Ends the chain's claim on the memory table it was translated against.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Settle(DescriptorChain chain)
     {
         GuestMemoryTable? table = chain.Table;
@@ -130,6 +131,12 @@ public abstract partial class Virtqueue
             return;
         }
 
+        SettleRetained(table);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SettleRetained(GuestMemoryTable? table)
+    {
         for (int i = 0; i < _retained.Count; i++)
         {
             if (ReferenceEquals(_retained[i].Table, table))
@@ -169,6 +176,7 @@ public abstract partial class Virtqueue
         _retained.Clear();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected DescriptorChain ChainFor(ushort head) => _chains[head] ??= new DescriptorChain(this);
 
     /// <summary>Latches the queue broken with a reason; signals the error fd.</summary>
@@ -251,7 +259,13 @@ public abstract partial class Virtqueue
     /// </summary>
     public void NotifyGuest()
     {
-        if (!IsBroken && ShouldNotify())
+        if (IsBroken)
+        {
+            return;
+        }
+
+        PublishUsed();
+        if (ShouldNotify())
         {
             Signal(ref _call);
         }
@@ -287,14 +301,21 @@ public abstract partial class Virtqueue
     }
 
     /// <summary>Walks the translated pieces of a buffer into a chain.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected bool AddBuffer(DescriptorChain chain, ulong gpa, uint length, bool writable)
     {
         // Fast path: the whole buffer inside one region (the normal case) needs no piecewise walk.
-        if (Memory.TryTranslateGuestPhysical(gpa, length, out nint host))
+        if (_memory.TryTranslateGuestPhysical(gpa, length, out nint host))
         {
             return chain.Add(host, gpa, length, writable);
         }
 
+        return AddBufferPieces(chain, gpa, length, writable);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool AddBufferPieces(DescriptorChain chain, ulong gpa, uint length, bool writable)
+    {
         var state = new ChainState { Chain = chain, Writable = writable, Gpa = gpa };
         return Memory.TryTranslateGuestPhysicalPieces(gpa, length, ref state, static (ref ChainState s, nint host, ulong len) =>
         {
@@ -369,6 +390,7 @@ public abstract partial class Virtqueue
     }
 
     /// <summary>Marks a write at <paramref name="offset"/> bytes into the used ring (split) or device-written ring (packed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private protected void LogRingWrite(ulong offset, ulong length)
     {
         if (_logUsed)

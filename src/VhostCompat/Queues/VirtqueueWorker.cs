@@ -340,14 +340,25 @@ internal sealed class VirtqueueWorker : IDisposable
             int rounds = 0;
             q.SuppressKicks();
             long popped;
+            bool more;
             do
             {
                 popped = q.PoppedChains;
-                b.Handler(q);
+                q.SetHandlerPass(true);
+                try
+                {
+                    b.Handler(q);
+                }
+                finally
+                {
+                    q.SetHandlerPass(false); // what the round pushed becomes visible before the ring is looked at again
+                }
+
+                // Buffers that arrived while the handler ran get another round; buffers the handler left on the ring
+                // (nothing popped this round: it has no use for them yet) do not: it takes them on a later kick or Wake.
+                more = !_busyPoll && q.PoppedChains != popped && q.PrepareToSleep();
             }
-            // Buffers that arrived while the handler ran get another round; buffers the handler left on the ring
-            // (nothing popped this round: it has no use for them yet) do not — it takes them on a later kick or Wake.
-            while (!_busyPoll && q.PoppedChains != popped && q.PrepareToSleep() && ++rounds < 64);
+            while (more && ++rounds < MaxRounds);
 
             if (!_busyPoll && q.PoppedChains == popped)
             {
@@ -355,6 +366,11 @@ internal sealed class VirtqueueWorker : IDisposable
             }
 
             q.NotifyGuest();
+            if (more)
+            {
+                // The driver added buffers while kicks were off and will not kick for them: come back after the others.
+                Wake(b);
+            }
         }
         catch (Exception ex)
         {
@@ -363,6 +379,9 @@ internal sealed class VirtqueueWorker : IDisposable
             q.MarkBroken($"queue {q.Index}: device handler threw {ex.GetType().Name}");
         }
     }
+
+    // Handler rounds in one go before the worker turns to its other queues and commands.
+    private const int MaxRounds = 64;
 
     public void Dispose()
     {

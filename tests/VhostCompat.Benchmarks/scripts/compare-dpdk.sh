@@ -18,6 +18,9 @@
 #                            switched, like DPDK's vhost dequeue copies it into an mbuf)
 #                            | sdk-sink[-busy] (tests/VhostCompat.Benchmarks sink-server: same sink, and it prints
 #                            the managed bytes allocated per packet on the worker thread, "ALLOC ..." in be.log)
+#                            | base | base-copy[-busy] (the same as csharp*, from the build in BASE_SAMPLE_DIR: an A/B
+#                            of two SDK versions in one run, e.g. a worktree of the previous commit built in Release)
+#   BASE_SAMPLE_DIR=""       directory holding another build's VhostCompat.Samples.Net.dll (for the base* variants)
 #   BE_CPU=0 FE_CPU=1        (whole backend process on BE_CPU, whole frontend process on FE_CPU, via taskset)
 #   FE_DEVARGS=""            extra virtio-user devargs (e.g. packed_vq=1 / in_order=0)
 #   BUILD=1                  dotnet build samples/Net -c Release first (0 = use the existing build)
@@ -141,6 +144,12 @@ fi
 # Run a private copy: other people's builds of samples/Net during the measurement must not swap the DLLs under us.
 mkdir -p "$OUT/sample-bin" && cp -a "$(dirname "$SAMPLE_DLL")/." "$OUT/sample-bin/" || die "cannot copy the sample build"
 SAMPLE_DLL=$OUT/sample-bin/$(basename "$SAMPLE_DLL")
+BASE_DLL=""
+if [[ " $VARIANTS " == *" base"* ]]; then
+  [ -f "${BASE_SAMPLE_DIR:-}/VhostCompat.Samples.Net.dll" ] || die "the base* variants need BASE_SAMPLE_DIR with VhostCompat.Samples.Net.dll"
+  mkdir -p "$OUT/base-bin" && cp -a "$BASE_SAMPLE_DIR/." "$OUT/base-bin/" || die "cannot copy the base build"
+  BASE_DLL=$OUT/base-bin/VhostCompat.Samples.Net.dll
+fi
 # Short socket paths: the SDK binds "<path>.<pid>.<guid>.tmp" first, and AF_UNIX paths are limited to 107 bytes.
 SOCK_DIR=$(mktemp -d /tmp/vhc-cmp.XXXXXX)
 
@@ -157,7 +166,7 @@ wait_quiet() {
   done
 }
 
-declare -A MPPS=() BE_CPUS=() FE_CPUS=() NOISY=()
+declare -A MPPS=() BE_CPUS=() FE_CPUS=() NOISY=() BE_NS=()
 run_one() { # ROUND VARIANT
   local round=$1 variant=$2 dir=$OUT/r$1-$2 sock be_w be_p fe_pfx be_pfx px_w="" px_p=""
   mkdir -p "$dir"; sock=$SOCK_DIR/$round-$variant.sock; SOCKS+=("$sock"); rm -f "$sock"
@@ -175,11 +184,12 @@ run_one() { # ROUND VARIANT
         timeout -k 5 "$T_LIMIT" taskset -c "$BE_CPU" dotnet "$CLI_DLL" proxy --listen "$sock" --backend "$bsock" > "$dir/proxy.log" 2>&1 &
         px_w=$!; STARTED+=("$px_w"); px_p=$(child_of "$px_w"); CHILDREN+=("$px_p")
       fi ;;
-    csharp*|sdk-sink*)
-      local cmd=()
+    csharp*|base*|sdk-sink*)
+      local cmd=() dll
       case $variant in
-        csharp*) cmd=(dotnet "$SAMPLE_DLL" --socket-path "$sock" --log-level Warning)
-                 [[ $variant == csharp-copy* ]] || cmd+=(--sink) ;;
+        csharp*|base*) dll=$SAMPLE_DLL; [[ $variant == base* ]] && dll=$BASE_DLL
+                 cmd=(dotnet "$dll" --socket-path "$sock" --log-level Warning)
+                 [[ $variant == *-copy* ]] || cmd+=(--sink) ;;
         sdk-sink*) cmd=(dotnet "$BENCH_DLL" sink-server --socket-path "$sock" --warmup "$WARMUP" --seconds $(( DURATION + 60 ))) ;;
       esac
       [[ $variant == *-busy ]] && cmd+=(--busy-poll)
@@ -256,7 +266,7 @@ run_one() { # ROUND VARIANT
   rm -rf "/var/run/dpdk/$fe_pfx" "/var/run/dpdk/$be_pfx"; rm -f "$sock"
   fe_drop=$(grep -oE 'TX-dropped: +[0-9]+' "$dir/fe.log" | tail -1 | grep -oE '[0-9]+$')
   local be_total="-" alloc=""
-  [[ $variant == csharp* ]] && be_total=$(grep -oE 'tx_packets=[0-9]+' "$dir/be.log" | tail -1 | cut -d= -f2)
+  [[ $variant == csharp* || $variant == base* ]] && be_total=$(grep -oE 'tx_packets=[0-9]+' "$dir/be.log" | tail -1 | cut -d= -f2)
   if [[ $variant == sdk-sink* ]]; then
     be_total=$(grep -oE 'packets=[0-9]+' "$dir/be.log" | tail -1 | cut -d= -f2)
     alloc=" worker_bytes_per_packet=$(grep -oE 'worker_bytes_per_packet=[0-9.]+' "$dir/be.log" | tail -1 | cut -d= -f2) gen0_gcs=$(grep -oE 'gen0_gcs=[0-9]+' "$dir/be.log" | tail -1 | cut -d= -f2)"
@@ -276,7 +286,7 @@ run_one() { # ROUND VARIANT
   done
   echo "RUN$noisy round=$round variant=$variant fe_tx_mpps=$mpps be_rx_mpps=$be_mpps window_s=$(printf %.2f "$win") be_cpu=$be_cpu(u$be_u/s$be_s) fe_cpu=$fe_cpu(u$fe_u/s$fe_s) be_cpu_ns_per_pkt=$be_ns fe_cpu_ns_per_pkt=$fe_ns foreign_cpu=$foreign steal_cpu=$steal fe_tx_dropped_total=${fe_drop:-?} be_total_packets=${be_total:-?}$px$alloc$sc" | tee -a "$OUT/results.txt"
   [[ $variant != dpdk* ]] && [ -s "$dir/be-threads.txt" ] && sed 's/^/    thread ticks total: /' "$dir/be-threads.txt" >&2
-  MPPS[$round,$variant]=$mpps; BE_CPUS[$round,$variant]=$be_cpu; FE_CPUS[$round,$variant]=$fe_cpu
+  MPPS[$round,$variant]=$mpps; BE_CPUS[$round,$variant]=$be_cpu; FE_CPUS[$round,$variant]=$fe_cpu; BE_NS[$round,$variant]=$be_ns
   sleep 1
 }
 
@@ -294,6 +304,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${VLIST[@]}"; do
     [ "$v" = dpdk ] && continue
     r=$(echo "scale=3; ${MPPS[$round,$v]} / ${MPPS[$round,dpdk]}" | bc -l 2>/dev/null); line+=" ratio_${v}=${r:-?}"
+    r=$(echo "scale=3; ${BE_NS[$round,$v]} / ${BE_NS[$round,dpdk]}" | bc -l 2>/dev/null); line+=" ns_ratio_${v}=${r:-?}"
   done
   echo "$line" | tee -a "$OUT/results.txt"
 done
@@ -307,6 +318,9 @@ for v in "${VLIST[@]}"; do
   ratios=(); for round in $(seq 1 "$ROUNDS"); do ratios+=("$(echo "scale=3; ${MPPS[$round,$v]} / ${MPPS[$round,dpdk]}" | bc -l 2>/dev/null)"); done
   clean=(); for round in $(seq 1 "$ROUNDS"); do [ -z "${NOISY[$round,$v]}${NOISY[$round,dpdk]}" ] && clean+=("$(echo "scale=3; ${MPPS[$round,$v]} / ${MPPS[$round,dpdk]}" | bc -l 2>/dev/null)"); done
   sum+=" | median_ratio_${v}/dpdk=$(median "${ratios[@]}") (${ratios[*]}) clean_rounds_median=$(median "${clean[@]}") (${clean[*]:-none})"
+  # backend CPU per packet against DPDK's in the same round (the figure that does not depend on who was the bottleneck)
+  ns=(); for round in $(seq 1 "$ROUNDS"); do ns+=("$(echo "scale=3; ${BE_NS[$round,$v]} / ${BE_NS[$round,dpdk]}" | bc -l 2>/dev/null)"); done
+  sum+=" median_be_ns_ratio_${v}/dpdk=$(median "${ns[@]}") (${ns[*]})"
 done
 echo "$sum" | tee -a "$OUT/results.txt"
 if [ -f "$OUT/perf.data" ]; then
