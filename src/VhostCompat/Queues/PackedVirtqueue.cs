@@ -360,6 +360,8 @@ internal sealed unsafe class PackedVirtqueue : Virtqueue
         }
     }
 
+    internal override bool HasAvailable() => !IsBroken && (IsAvailable(_lastAvail, _availWrap) || _resubmitNext < _resubmit.Length);
+
     internal override bool PrepareToSleep()
     {
         if (IsBroken)

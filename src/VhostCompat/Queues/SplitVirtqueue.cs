@@ -332,6 +332,8 @@ internal sealed unsafe class SplitVirtqueue : Virtqueue
 
     private bool _kicksSuppressed;
 
+    internal override bool HasAvailable() => !IsBroken && (AvailIndex != _lastAvail || _resubmitNext < _resubmit.Length);
+
     internal override bool PrepareToSleep()
     {
         if (IsBroken)

@@ -338,21 +338,15 @@ internal sealed class VirtqueueWorker : IDisposable
             }
 
             int rounds = 0;
-            q.SuppressKicks();
             long popped;
             bool more;
+            bool waiting;
             do
             {
+                q.SuppressKicks(); // again each round: PrepareToSleep turned kicks back on before its re-check
                 popped = q.PoppedChains;
-                q.SetHandlerPass(true);
-                try
-                {
-                    b.Handler(q);
-                }
-                finally
-                {
-                    q.SetHandlerPass(false); // what the round pushed becomes visible before the ring is looked at again
-                }
+                waiting = q.HasAvailable();
+                RunPass(b);
 
                 // Buffers that arrived while the handler ran get another round; buffers the handler left on the ring
                 // (nothing popped this round: it has no use for them yet) do not: it takes them on a later kick or Wake.
@@ -360,9 +354,12 @@ internal sealed class VirtqueueWorker : IDisposable
             }
             while (more && ++rounds < MaxRounds);
 
-            if (!_busyPoll && q.PoppedChains == popped)
+            if (!_busyPoll && q.PoppedChains == popped && q.PrepareToSleep() && !waiting)
             {
-                q.PrepareToSleep();
+                // The ring was empty when the handler looked and is not now: the driver added a chain while kicks were
+                // off, and will not kick for it. Kicks are on again; one more look. (A ring that already held chains the
+                // handler left, as an RX queue without frames does, gets no second call: it takes them on a later kick.)
+                RunPass(b);
             }
 
             q.NotifyGuest();
@@ -382,6 +379,21 @@ internal sealed class VirtqueueWorker : IDisposable
 
     // Handler rounds in one go before the worker turns to its other queues and commands.
     private const int MaxRounds = 64;
+
+    /// <summary>One call of the device's handler; what it pushes becomes visible to the driver when it returns.</summary>
+    private static void RunPass(QueueBinding b)
+    {
+        Virtqueue q = b.Queue;
+        q.SetHandlerPass(true);
+        try
+        {
+            b.Handler(q);
+        }
+        finally
+        {
+            q.SetHandlerPass(false);
+        }
+    }
 
     public void Dispose()
     {

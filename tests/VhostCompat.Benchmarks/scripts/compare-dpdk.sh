@@ -21,6 +21,8 @@
 #                            | base | base-copy[-busy] (the same as csharp*, from the build in BASE_SAMPLE_DIR: an A/B
 #                            of two SDK versions in one run, e.g. a worktree of the previous commit built in Release)
 #   BASE_SAMPLE_DIR=""       directory holding another build's VhostCompat.Samples.Net.dll (for the base* variants)
+#   QUEUES=1                 queue pairs (virtio-user queues=N, the vhost PMD queues=N, samples/Net --queue-pairs N); each
+#                            testpmd still forwards on one core, which polls all of its queues
 #   BE_CPU=0 FE_CPU=1        (whole backend process on BE_CPU, whole frontend process on FE_CPU, via taskset)
 #   FE_DEVARGS=""            extra virtio-user devargs (e.g. packed_vq=1 / in_order=0)
 #   BUILD=1                  dotnet build samples/Net -c Release first (0 = use the existing build)
@@ -35,7 +37,7 @@ set -uo pipefail
 
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-3}; PKT_LEN=${PKT_LEN:-64}; BURST=${BURST:-32}
 VARIANTS=${VARIANTS:-"dpdk csharp"}; BE_CPU=${BE_CPU:-0}; FE_CPU=${FE_CPU:-1}; FE_DEVARGS=${FE_DEVARGS:-}
-BUILD=${BUILD:-1}; PERF=${PERF:-0}; SYSCALLS=${SYSCALLS:-0}; QUIET_WAIT=${QUIET_WAIT:-60}; QUIET_MAX=${QUIET_MAX:-0.3}
+QUEUES=${QUEUES:-1}; BUILD=${BUILD:-1}; PERF=${PERF:-0}; SYSCALLS=${SYSCALLS:-0}; QUIET_WAIT=${QUIET_WAIT:-60}; QUIET_MAX=${QUIET_MAX:-0.3}
 SCRIPT_DIR=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=${REPO:-$(git -C "$SCRIPT_DIR" rev-parse --show-toplevel)}
 SAMPLE_DLL=$REPO/samples/Net/bin/Release/net10.0/VhostCompat.Samples.Net.dll
@@ -175,8 +177,8 @@ run_one() { # ROUND VARIANT
   case $variant in
     dpdk|dpdk-proxy)
       local bsock=$sock; [ "$variant" = dpdk-proxy ] && bsock=$sock.be && SOCKS+=("$bsock") && rm -f "$bsock"
-      testpmd be "$dir" "$BE_CPU" "$be_pfx" --vdev "net_vhost0,iface=$bsock,queues=1" \
-        -- -i --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=32768 --burst="$BURST" --forward-mode=rxonly
+      testpmd be "$dir" "$BE_CPU" "$be_pfx" --vdev "net_vhost0,iface=$bsock,queues=$QUEUES" \
+        -- -i --nb-cores=1 --rxq="$QUEUES" --txq="$QUEUES" --total-num-mbufs=32768 --burst="$BURST" --forward-mode=rxonly
       be_w=$TP_W; be_p=$TP_P
       if [ "$variant" = dpdk-proxy ]; then
         local end=$(( $(date +%s) + 30 ))
@@ -188,7 +190,7 @@ run_one() { # ROUND VARIANT
       local cmd=() dll
       case $variant in
         csharp*|base*) dll=$SAMPLE_DLL; [[ $variant == base* ]] && dll=$BASE_DLL
-                 cmd=(dotnet "$dll" --socket-path "$sock" --log-level Warning)
+                 cmd=(dotnet "$dll" --socket-path "$sock" --log-level Warning --queue-pairs "$QUEUES")
                  [[ $variant == *-copy* ]] || cmd+=(--sink) ;;
         sdk-sink*) cmd=(dotnet "$BENCH_DLL" sink-server --socket-path "$sock" --warmup "$WARMUP" --seconds $(( DURATION + 60 ))) ;;
       esac
@@ -203,8 +205,8 @@ run_one() { # ROUND VARIANT
   local end=$(( $(date +%s) + 30 ))
   until [ -S "$sock" ]; do [ "$(date +%s)" -ge "$end" ] && { tail -20 "$dir/be.log"; die "$variant: socket never appeared"; }; sleep 0.1; done
   # ---- frontend ----
-  testpmd fe "$dir" "$FE_CPU" "$fe_pfx" --vdev "net_virtio_user0,path=$sock,queues=1${FE_DEVARGS:+,$FE_DEVARGS}" \
-    -- -i --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=32768 --burst="$BURST" --forward-mode=txonly
+  testpmd fe "$dir" "$FE_CPU" "$fe_pfx" --vdev "net_virtio_user0,path=$sock,queues=$QUEUES${FE_DEVARGS:+,$FE_DEVARGS}" \
+    -- -i --nb-cores=1 --rxq="$QUEUES" --txq="$QUEUES" --total-num-mbufs=32768 --burst="$BURST" --forward-mode=txonly
   local fe_w=$TP_W fe_p=$TP_P
   wait_for "$dir/fe.log" 'testpmd> ' 60 "$fe_p" || { tail -30 "$dir/fe.log"; die "$variant: frontend never reached its prompt"; }
   grep -qE 'Failed to (start|set)|Too many memory regions' "$dir/fe.log" && { grep -E 'Failed|Too many' "$dir/fe.log"; die "$variant: frontend error"; }
@@ -290,7 +292,7 @@ run_one() { # ROUND VARIANT
   sleep 1
 }
 
-log "output in $OUT; rounds=$ROUNDS variants='$VARIANTS' window=${DURATION}s warmup=${WARMUP}s len=$PKT_LEN be_cpu=$BE_CPU fe_cpu=$FE_CPU"
+log "output in $OUT; rounds=$ROUNDS variants='$VARIANTS' queues=$QUEUES window=${DURATION}s warmup=${WARMUP}s len=$PKT_LEN be_cpu=$BE_CPU fe_cpu=$FE_CPU"
 echo "# $(date -u +%FT%TZ) $(uname -r) nproc=$(nproc) dpdk=$(dpkg-query -W -f='${Version}' dpdk 2>/dev/null) dotnet=$(dotnet --version)" | tee "$OUT/results.txt"
 read -r -a VLIST <<< "$VARIANTS"
 for round in $(seq 1 "$ROUNDS"); do
@@ -308,7 +310,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   echo "$line" | tee -a "$OUT/results.txt"
 done
-sum="SUMMARY rounds=$ROUNDS pkt_len=$PKT_LEN"
+sum="SUMMARY rounds=$ROUNDS pkt_len=$PKT_LEN queues=$QUEUES"
 for v in "${VLIST[@]}"; do
   vals=(); b=(); f=(); for round in $(seq 1 "$ROUNDS"); do vals+=("${MPPS[$round,$v]}"); b+=("${BE_CPUS[$round,$v]}"); f+=("${FE_CPUS[$round,$v]}"); done
   sum+=" | $v: median_mpps=$(median "${vals[@]}") (${vals[*]}) median_be_cpu=$(median "${b[@]}") median_fe_cpu=$(median "${f[@]}")"

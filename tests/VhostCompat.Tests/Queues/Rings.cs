@@ -74,6 +74,9 @@ internal sealed class SplitRing
 
     public ushort AvailFlags { set => _ram.W16(AvailGpa, value); }
 
+    /// <summary>used->flags as the driver reads it before deciding to kick (1 = VRING_USED_F_NO_NOTIFY).</summary>
+    public ushort UsedFlags() => _ram.R16(UsedGpa);
+
     public ushort UsedEvent { set => _ram.W16(AvailGpa + 4 + (2 * (ulong)Size), value); }
 
     public ushort AvailEvent => _ram.R16(UsedGpa + 4 + (8 * (ulong)Size));

@@ -149,4 +149,39 @@ public sealed unsafe class UsedPublicationTests : IDisposable
         worker.Detach(binding);
         ring.UsedIdx.Should().Be(Total);
     }
+
+    [Fact]
+    public void A_chain_added_after_the_handlers_last_look_while_kicks_were_off_is_not_left_without_a_kick()
+    {
+        // The race of a streaming driver: the handler finds the ring empty, and the driver adds a chain before the worker
+        // has turned kicks back on, so it does not kick. The worker must look once more after turning them on.
+        var ring = new SplitRing(_ram, 16);
+        ring.Desc(0, Data, 16);
+        var q = ring.Queue();
+        q.SetEnabled(true);
+        int calls = 0;
+        using var served = new ManualResetEventSlim();
+        using var kick = FileDescriptor.CreateEventFd(nonBlocking: true);
+        using var worker = new VirtqueueWorker("test-worker", busyPoll: false, NullLogger.Instance);
+        QueueBinding binding = worker.Attach(q, kick, queue =>
+        {
+            if (calls++ == 0)
+            {
+                queue.TryPop(out _).Should().BeFalse("nothing was offered yet");
+                ring.UsedFlags().Should().Be(1, "kicks are off while the handler runs");
+                ring.Offer(0); // the driver adds now and, seeing NO_NOTIFY, does not kick
+                return;
+            }
+
+            while (queue.TryPop(out DescriptorChain? chain))
+            {
+                queue.Push(chain, 0);
+                served.Set();
+            }
+        });
+
+        served.Wait(TimeSpan.FromSeconds(30)).Should().BeTrue("the chain is served without a kick");
+        worker.Detach(binding);
+        ring.UsedIdx.Should().Be(1);
+    }
 }
