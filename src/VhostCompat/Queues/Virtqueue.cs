@@ -86,7 +86,12 @@ public abstract partial class Virtqueue
         return true;
     }
 
-    /// <summary>Returns a chain to the driver as used, with the number of bytes the device wrote into it.</summary>
+    /// <summary>
+    /// Returns a chain to the driver as used, with the number of bytes the device wrote into it. Inside
+    /// <c>OnQueueKicked</c> for this queue the driver sees used chains in batches: every 32, when the handler returns,
+    /// or at <see cref="NotifyGuest"/>, whichever comes first (a driver polling the used index pays for every update).
+    /// At any other time, and with inflight tracking, the driver sees the chain when this returns.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="writtenLength"/> is negative or exceeds the chain's writable length.</exception>
     /// <exception cref="InvalidOperationException">The chain was not popped from this queue or was already pushed.</exception>
     public void Push(DescriptorChain chain, int writtenLength)
@@ -256,8 +261,8 @@ public abstract partial class Virtqueue
 
     /// <summary>
     /// Signals the guest (call eventfd) if chains were pushed since the last notification and the
-    /// driver asked to be told (EVENT_IDX / NO_INTERRUPT are honoured). The SDK calls this after
-    /// <c>OnQueueKicked</c> for the kicked queue; call it yourself after pushing to another queue.
+    /// driver asked to be told (EVENT_IDX / NO_INTERRUPT are honoured); chains pushed so far become visible first.
+    /// The SDK calls this after <c>OnQueueKicked</c> for the kicked queue; call it yourself after pushing to another queue.
     /// </summary>
     public void NotifyGuest()
     {
